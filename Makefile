@@ -1,0 +1,105 @@
+# poold - plain GNU make. CFLAGS/LDFLAGS from the environment pass through
+# (dpkg-buildflags, rpm %optflags); our warnings live in WARNINGS.
+#   make                 build ./poold
+#   make check           unit + integration + system tests (system needs root)
+#   make SANITIZE=address,undefined check   (or SANITIZE=thread)
+#   make run             run poold in the foreground on etc/poold.conf
+#   make install DESTDIR=... PREFIX=/usr
+
+VERSION := $(shell cat VERSION)
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+PYTHON ?= /usr/bin/python3
+PKG_CONFIG ?= pkg-config
+CC ?= cc
+INSTALL ?= install
+
+CFLAGS ?= -O2 -g
+WARNINGS = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wformat=2 -Wwrite-strings -Wno-unused-parameter -Wno-format-nonliteral
+ifneq ($(WERROR),)
+WARNINGS += -Werror
+endif
+
+DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libsystemd inih 2>/dev/null)
+DEPS_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd inih 2>/dev/null)
+
+comma := ,
+
+# Each sanitizer build gets its own object directory and binary.
+ifeq ($(SANITIZE),)
+BUILD := build/release
+BIN := poold
+else
+BUILD := build/$(subst $(comma),-,$(SANITIZE))
+BIN := $(BUILD)/poold
+SAN_FLAGS := -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+ALL_CFLAGS = -std=gnu11 -D_GNU_SOURCE -DPOOLD_VERSION='"$(VERSION)"' -pthread -MMD -MP \
+	$(WARNINGS) $(DEPS_CFLAGS) $(SAN_FLAGS) $(CFLAGS) $(CPPFLAGS)
+ALL_LDFLAGS = -pthread $(SAN_FLAGS) $(LDFLAGS)
+
+SRCS := $(wildcard src/*.c)
+OBJS := $(SRCS:src/%.c=$(BUILD)/%.o)
+LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak
+all: $(BIN)
+
+$(BIN): $(OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEPS_LIBS)
+
+$(BUILD)/%.o: src/%.c | $(BUILD)/.dir
+	@$(PKG_CONFIG) --exists libsystemd inih || { echo "poold: libsystemd and inih development files are missing; run 'make deps' (as root) or install libsystemd-dev libinih-dev pkg-config (Fedora: systemd-devel inih-devel pkgconf)" >&2; exit 1; }
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/.dir:
+	mkdir -p $(BUILD)/tests
+	touch $@
+
+# Unit tests link only the modules they test plus util; the list is in each
+# test's first line: "/* modules: config payload util */".
+$(BUILD)/tests/test_%: tests/unit/test_%.c tests/unit/tests.h $(LIB_OBJS)
+	$(CC) $(ALL_CFLAGS) -Isrc -o $@ $< \
+		$(addprefix $(BUILD)/,$(addsuffix .o,$(shell sed -n '1s|^/\* modules: \(.*\) \*/|\1|p' $<))) \
+		$(ALL_LDFLAGS) $(DEPS_LIBS)
+
+unit-check: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; (cd tests/unit && ../../$$t); done
+
+# The whole suite: C unit tests, then every pytest folder (integration,
+# system, bench smoke, ...). System tests need root; CI=true makes a skip there
+# an error.
+check: WERROR = 1
+check: $(BIN) unit-check
+	POOLD_BIN=$(abspath $(BIN)) SANITIZE=$(SANITIZE) $(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests
+
+deps:
+	@sh tests/deps.sh
+
+run: $(BIN)
+	./$(BIN) --config etc/poold.conf
+
+install: $(BIN)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(SYSCONFDIR)/poold/poold.conf.d
+	$(INSTALL) -m 755 $(BIN) $(DESTDIR)$(SBINDIR)/poold
+	$(INSTALL) -m 644 packaging/systemd/poold.socket packaging/systemd/poold.service $(DESTDIR)$(UNITDIR)/
+	$(INSTALL) -m 644 man/poold.8 $(DESTDIR)$(MANDIR)/man8/poold.8
+	$(INSTALL) -m 644 man/poold.conf.5 $(DESTDIR)$(MANDIR)/man5/poold.conf.5
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf"; \
+	else \
+		$(INSTALL) -m 644 etc/poold.conf $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf; \
+	fi
+
+clean:
+	rm -rf build poold dist
+
+-include $(OBJS:.o=.d)

@@ -1,0 +1,192 @@
+/* listen.c - owns the listening fds. Under systemd every passed fd must be a
+ * listening stream socket (TCP over IPv4/IPv6 or AF_UNIX); anything else is
+ * refused, not guessed at. Standalone, each [listen] address is bound here;
+ * "[::]:port" is dual-stack. All fds end up non-blocking and close-on-exec.
+ * Runs once at start, before any thread exists (sd_listen_fds() requires it). */
+#include "listen.h"
+#include "config.h"
+#include "util.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+
+#define LISTEN_BACKLOG 4096
+
+static int fd_prepare(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
+static int push_fd(struct listeners *l, int fd)
+{
+	int *n = realloc(l->fds, (l->n + 1) * sizeof(int));
+
+	if (!n)
+		return -ENOMEM;
+	l->fds = n;
+	l->fds[l->n++] = fd;
+	return 0;
+}
+
+static int take_activated(int n, struct listeners *l, char *err, size_t errlen)
+{
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+		int r = sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1);
+
+		if (r <= 0 || (sd_is_socket(fd, AF_INET, 0, -1) <= 0 && sd_is_socket(fd, AF_INET6, 0, -1) <= 0 &&
+			       sd_is_socket(fd, AF_UNIX, 0, -1) <= 0)) {
+			snprintf(err, errlen,
+				 "Passed file descriptor %d is not a listening TCP or unix stream socket (check "
+				 "ListenStream= in poold.socket)",
+				 fd);
+			return -ENOTSOCK;
+		}
+		r = fd_prepare(fd);
+		if (r == 0)
+			r = push_fd(l, fd);
+		if (r < 0) {
+			snprintf(err, errlen, "Failed to prepare passed socket %d: %s", fd, strerror(-r));
+			return r;
+		}
+	}
+	l->activated = true;
+	return 0;
+}
+
+static int bind_unix(const char *path, struct listeners *l, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	size_t n = strlen(path);
+
+	if (n >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "Failed to listen on %s: path too long", path);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, n);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	/* A socket left behind by an earlier run would make bind() fail. */
+	if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+		goto fail;
+	if (push_fd(l, fd) < 0)
+		goto fail;
+	fd = -1;
+	return 0;
+fail:
+	snprintf(err, errlen, "Failed to listen on %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+static int bind_inet(const char *addr, const char *host, const char *port, struct listeners *l, char *err,
+		     size_t errlen)
+{
+	struct addrinfo hints = {
+		.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG,
+		.ai_socktype = SOCK_STREAM,
+	}, *res = NULL;
+	int r, saved = 0;
+
+	if (strcmp(host, "*") == 0)
+		host = "::";
+	r = getaddrinfo(host, port, &hints, &res);
+	if (r != 0) {
+		hints.ai_flags &= ~AI_ADDRCONFIG;
+		r = getaddrinfo(host, port, &hints, &res);
+	}
+	if (r != 0) {
+		snprintf(err, errlen, "Failed to resolve %s: %s", addr, gai_strerror(r));
+		return -EADDRNOTAVAIL;
+	}
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int one = 1, zero = 0;
+
+		if (fd < 0)
+			goto fail;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
+		    push_fd(l, fd) < 0) {
+			saved = errno;
+			close(fd);
+			errno = saved;
+			goto fail;
+		}
+	}
+	freeaddrinfo(res);
+	return 0;
+fail:
+	saved = errno;
+	freeaddrinfo(res);
+	snprintf(err, errlen, "Failed to listen on %s: %s", addr, strerror(saved));
+	return -saved;
+}
+
+/* Takes systemd's sockets when there are any, else binds addresses. */
+int listen_open(char **addresses, struct listeners *ret, char *err, size_t errlen)
+{
+	struct listeners l = { 0 };
+	int n, r = 0;
+
+	n = sd_listen_fds(1);
+	if (n < 0) {
+		snprintf(err, errlen, "Failed to read LISTEN_FDS: %s", strerror(-n));
+		return n;
+	}
+	if (n > 0) {
+		r = take_activated(n, &l, err, errlen);
+	} else {
+		for (char **a = addresses; r == 0 && a && *a; a++) {
+			char host[256], port[128];
+
+			r = config_split_address(*a, host, sizeof(host), port, sizeof(port));
+			if (r < 0) {
+				snprintf(err, errlen, "Invalid listen address %s", *a);
+				break;
+			}
+			r = host[0] ? bind_inet(*a, host, port, &l, err, errlen) : bind_unix(port, &l, err, errlen);
+		}
+		if (r == 0 && l.n == 0) {
+			snprintf(err, errlen, "No socket passed by systemd and no [listen] address configured");
+			r = -EDESTADDRREQ;
+		}
+	}
+	if (r < 0) {
+		if (!l.activated)
+			listen_close(&l);
+		free(l.fds);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+void listen_close(struct listeners *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->fds[i] >= 0)
+			close(l->fds[i]);
+	free(l->fds);
+	l->fds = NULL;
+	l->n = 0;
+}

@@ -1,0 +1,36 @@
+/* log.h - events to journald with structured POOLD_* fields, or one line per
+ * event on stderr when not running under journald. */
+#ifndef POOLD_LOG_H
+#define POOLD_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/syslog.h>
+
+#define MSGID_STARTED "28318b7268fe4acc854681b0705cbd8f"
+#define MSGID_STOPPED "b3ca90c118a14bfda769784f9119c571"
+#define MSGID_RELOADED "e498def27b784eda95bc1579430fb0df"
+#define MSGID_REFUSED "62c96129d90242a683d946c8f0a13378"
+#define MSGID_RELOAD_FAILED "77b1c30162df491d8b59dbf2b8dd51cf"
+
+struct log;
+
+/* What a connection event carries; zero fields are left out. */
+struct log_conn {
+	uint64_t id;
+	const char *remote;
+	uint64_t bytes, duration_usec;
+	const void *data; /* the client's bytes, for POOLD_MESSAGE */
+	size_t data_len;
+};
+
+struct log *log_new(void);
+struct log *log_free(struct log *l);
+void log_set_level(struct log *l, int level);
+bool log_enabled(const struct log *l, int level);
+bool log_journal(const struct log *l);
+void log_event(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+#endif

@@ -1,0 +1,44 @@
+/* notify.c - the sd_notify() protocol. Called from the reactor thread only,
+ * so STATUS= lines come in order. RELOADING=1 carries MONOTONIC_USEC as
+ * systemd 253+ expects; systemd 252 ignores it harmlessly. */
+#include "notify.h"
+#include "util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <systemd/sd-daemon.h>
+
+void notify_ready(void)
+{
+	sd_notify(0, "READY=1");
+}
+
+void notify_reloading(void)
+{
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%" PRIu64, now_usec());
+}
+
+void notify_stopping(void)
+{
+	sd_notify(0, "STOPPING=1");
+}
+
+void notify_status(const char *status)
+{
+	sd_notifyf(0, "STATUS=%s", status);
+}
+
+void notify_watchdog(void)
+{
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* The keep-alive interval systemd asked for (WatchdogSec=), 0 if none. */
+uint64_t notify_watchdog_usec(void)
+{
+	uint64_t usec = 0;
+
+	if (sd_watchdog_enabled(0, &usec) <= 0)
+		return 0;
+	return usec;
+}

@@ -1,0 +1,151 @@
+/* payload.c - turns config text into payload bytes and back.
+ * payload_unescape() decodes the escapes of [payload] text (\n \t \r \\ \0
+ * \xNN); payload_escape() renders client or payload bytes printable, so a
+ * client's NULs, invalid UTF-8 or terminal escapes are shown, never
+ * interpreted. Pure functions, safe from any thread. */
+#include "payload.h"
+#include "util.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes s into a new buffer (NUL-terminated past *ret_len for convenience).
+ * On -EINVAL, *ret_errpos is the offset of the bad escape in s. */
+int payload_unescape(const char *s, char **ret, size_t *ret_len, size_t *ret_errpos)
+{
+	size_t n = strlen(s), o = 0;
+	_cleanup_free_ char *out = NULL;
+
+	if (n > PAYLOAD_MAX)
+		return -EFBIG;
+	out = malloc(n + 1);
+	if (!out)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+
+		if (s[i] != '\\') {
+			out[o++] = s[i];
+			continue;
+		}
+		if (i + 1 >= n) {
+			*ret_errpos = i;
+			return -EINVAL;
+		}
+		switch (s[++i]) {
+		case 'n':
+			out[o++] = '\n';
+			break;
+		case 't':
+			out[o++] = '\t';
+			break;
+		case 'r':
+			out[o++] = '\r';
+			break;
+		case '0':
+			out[o++] = '\0';
+			break;
+		case '\\':
+			out[o++] = '\\';
+			break;
+		case 'x':
+			hi = i + 1 < n ? hexval(s[i + 1]) : -1;
+			lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+			if (hi < 0 || lo < 0) {
+				*ret_errpos = i - 1;
+				return -EINVAL;
+			}
+			out[o++] = (char)(hi << 4 | lo);
+			i += 2;
+			break;
+		default:
+			*ret_errpos = i - 1;
+			return -EINVAL;
+		}
+	}
+	out[o] = '\0';
+	*ret = out;
+	out = NULL;
+	*ret_len = o;
+	return 0;
+}
+
+int payload_load_file(const char *path, char **ret, size_t *ret_len)
+{
+	return read_file(path, PAYLOAD_MAX, ret, ret_len);
+}
+
+/* Renders data printable into buf (always NUL-terminated when size > 0):
+ * printable ASCII as is except backslash, the usual C escapes, \xNN for the
+ * rest. Stops before overflowing, ending in "..." if it had to cut. Returns
+ * the length written. The output reads back through payload_unescape(). */
+size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = data;
+	size_t o = 0;
+
+	if (size == 0)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		char tmp[4];
+		size_t t = 0;
+		unsigned char c = p[i];
+
+		switch (c) {
+		case '\n':
+			tmp[t++] = '\\', tmp[t++] = 'n';
+			break;
+		case '\t':
+			tmp[t++] = '\\', tmp[t++] = 't';
+			break;
+		case '\r':
+			tmp[t++] = '\\', tmp[t++] = 'r';
+			break;
+		case '\\':
+			tmp[t++] = '\\', tmp[t++] = '\\';
+			break;
+		default:
+			/* ';' and '#' are escaped too, so printed config never
+			 * reads back as a comment. */
+			if (c >= 0x20 && c < 0x7f && c != ';' && c != '#') {
+				tmp[t++] = (char)c;
+			} else {
+				tmp[t++] = '\\', tmp[t++] = 'x';
+				tmp[t++] = hex[c >> 4], tmp[t++] = hex[c & 15];
+			}
+		}
+		if (o + t + 4 > size) {
+			if (o + 4 <= size)
+				memcpy(buf + o, "...", 3), o += 3;
+			break;
+		}
+		memcpy(buf + o, tmp, t);
+		o += t;
+	}
+	buf[o] = '\0';
+	return o;
+}
+
+char *payload_escape_alloc(const void *data, size_t len)
+{
+	size_t size = len * 4 + 4;
+	char *buf = malloc(size);
+
+	if (buf)
+		payload_escape(data, len, buf, size);
+	return buf;
+}

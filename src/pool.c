@@ -1,0 +1,201 @@
+/* pool.c - N worker threads fed from one FIFO, after libuv's threadpool.c:
+ * one mutex, one condition variable, waits inside while(), shutdown by a flag
+ * every worker sees, then join all; no pthread_cancel. Items never block in a
+ * worker (sessions park in the reactor instead), so a worker is always about
+ * to take the next item. The queue is intrusive, so submit never allocates;
+ * only fresh connections count against queue_max, work on connections already
+ * admitted is always taken. Resizing retires the highest-numbered workers;
+ * each worker's scratch buffer (pool_fn's third argument) is freed as it
+ * exits. Signals stay blocked in workers: they inherit the reactor's mask. */
+#include "pool.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define POOL_THREADS_MAX 1024
+
+struct worker {
+	struct pool *pool;
+	unsigned index;
+	pthread_t thread;
+	bool running;
+};
+
+struct pool {
+	pool_fn fn;
+	void *ctx;
+
+	/* lock guards everything below it. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct pool_item *head, *tail;
+	unsigned waiting;	/* items in the queue */
+	unsigned fresh;		/* of which fresh connections */
+	unsigned queue_max;
+	unsigned target;	/* workers with index >= target exit */
+	unsigned idle;		/* workers blocked in cond_wait */
+	unsigned busy;
+	bool shutdown;
+
+	atomic_uint_fast64_t done;
+	unsigned nworkers;	/* slots in use in workers[]; reactor thread only */
+	struct worker workers[POOL_THREADS_MAX];
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct pool *p = w->pool;
+	void *scratch = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct pool_item *it;
+
+		while (!p->head && !p->shutdown && w->index < p->target) {
+			p->idle++;
+			pthread_cond_wait(&p->cond, &p->lock);
+			p->idle--;
+		}
+		if (p->shutdown || w->index >= p->target)
+			break;
+		it = p->head;
+		p->head = it->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->waiting--;
+		if (it->fresh)
+			p->fresh--;
+		p->busy++;
+		pthread_mutex_unlock(&p->lock);
+
+		it->next = NULL;
+		p->fn(it, p->ctx, &scratch);
+		atomic_fetch_add_explicit(&p->done, 1, memory_order_relaxed);
+
+		pthread_mutex_lock(&p->lock);
+		p->busy--;
+	}
+	pthread_mutex_unlock(&p->lock);
+	free(scratch);
+	return NULL;
+}
+
+int pool_new(unsigned threads, unsigned queue_max, pool_fn fn, void *ctx, struct pool **ret)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	p->fn = fn;
+	p->ctx = ctx;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	r = pool_resize(p, threads, queue_max);
+	if (r < 0) {
+		pool_free(p);
+		return r;
+	}
+	*ret = p;
+	return 0;
+}
+
+/* Queues an item. A fresh connection is refused with -EBUSY when queue_max
+ * fresh ones are already waiting; the caller applies the overload policy. */
+int pool_submit(struct pool *p, struct pool_item *item, bool fresh)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->shutdown || (fresh && p->fresh >= p->queue_max)) {
+		pthread_mutex_unlock(&p->lock);
+		return -EBUSY;
+	}
+	item->next = NULL;
+	item->fresh = fresh;
+	if (p->tail)
+		p->tail->next = item;
+	else
+		p->head = item;
+	p->tail = item;
+	p->waiting++;
+	p->fresh += fresh;
+	/* Wake one sleeper only if there is one: a busy pool takes the
+	 * item on its next loop without a futex call. */
+	if (p->idle)
+		pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* Grows or shrinks the pool; from the thread that owns the pool only.
+ * Retiring workers finish the item they run; their queue is taken by the rest. */
+int pool_resize(struct pool *p, unsigned threads, unsigned queue_max)
+{
+	pthread_attr_t attr;
+	int r = 0;
+
+	if (threads < 1 || threads > POOL_THREADS_MAX)
+		return -ERANGE;
+	pthread_mutex_lock(&p->lock);
+	p->queue_max = queue_max;
+	p->target = threads;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+
+	while (p->nworkers > threads) {
+		struct worker *w = &p->workers[--p->nworkers];
+
+		pthread_join(w->thread, NULL);
+		w->running = false;
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 512 * 1024);
+	while (p->nworkers < threads) {
+		struct worker *w = &p->workers[p->nworkers];
+
+		w->pool = p;
+		w->index = p->nworkers;
+		r = -pthread_create(&w->thread, &attr, worker_main, w);
+		if (r < 0)
+			break;
+		w->running = true;
+		p->nworkers++;
+	}
+	pthread_attr_destroy(&attr);
+	if (r < 0) {
+		pthread_mutex_lock(&p->lock);
+		p->target = p->nworkers;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return r;
+}
+
+void pool_stats(struct pool *p, struct pool_stats *ret)
+{
+	pthread_mutex_lock(&p->lock);
+	ret->threads = p->target;
+	ret->busy = p->busy;
+	ret->waiting = p->waiting;
+	pthread_mutex_unlock(&p->lock);
+	ret->done = atomic_load_explicit(&p->done, memory_order_relaxed);
+}
+
+/* Stops every worker after its current item and joins them. Items still
+ * queued are not run: the caller drained them first. */
+struct pool *pool_free(struct pool *p)
+{
+	if (!p)
+		return NULL;
+	pthread_mutex_lock(&p->lock);
+	p->shutdown = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	while (p->nworkers > 0)
+		pthread_join(p->workers[--p->nworkers].thread, NULL);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	return NULL;
+}
