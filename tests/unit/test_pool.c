@@ -1,0 +1,161 @@
+/* modules: pool util */
+#include "pool.h"
+#include "tests.h"
+#include "util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+struct item {
+	struct pool_item it;
+	int value;
+};
+
+struct ctx {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool gate_open;		/* workers block on the gate until opened */
+	int order[64];
+	atomic_int n;
+	atomic_int running;
+	atomic_int max_running;
+};
+
+static void work(struct pool_item *it, void *p, void **scratch)
+{
+	struct ctx *c = p;
+	int now = atomic_fetch_add(&c->running, 1) + 1, max = atomic_load(&c->max_running);
+
+	while (now > max && !atomic_compare_exchange_weak(&c->max_running, &max, now))
+		;
+	pthread_mutex_lock(&c->lock);
+	while (!c->gate_open)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	/* The scratch pointer persists per worker across items. */
+	if (!*scratch)
+		*scratch = malloc(8);
+	c->order[atomic_fetch_add(&c->n, 1)] = ((struct item *)it)->value;
+	atomic_fetch_sub(&c->running, 1);
+}
+
+static void open_gate(struct ctx *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->gate_open = true;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void wait_done(struct pool *p, uint64_t n)
+{
+	struct pool_stats st;
+
+	for (int i = 0; i < 5000; i++) {
+		pool_stats(p, &st);
+		if (st.done >= n)
+			return;
+		usleep(1000);
+	}
+}
+
+static struct ctx *ctx_new(bool open)
+{
+	struct ctx *c = calloc(1, sizeof(*c));
+
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	c->gate_open = open;
+	return c;
+}
+
+TEST(fifo_order_with_one_worker)
+{
+	struct ctx *c = ctx_new(true);
+	struct item items[10];
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(1, 100, work, c, &p), 0);
+	for (int i = 0; i < 10; i++) {
+		items[i].value = i;
+		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+	}
+	wait_done(p, 10);
+	p = pool_free(p);
+	ASSERT(p == NULL);
+	ASSERT_EQ(atomic_load(&c->n), 10);
+	for (int i = 0; i < 10; i++)
+		ASSERT_EQ(c->order[i], i);
+	free(c);
+}
+
+TEST(queue_max_refuses_fresh_items_only)
+{
+	struct ctx *c = ctx_new(false);
+	struct item items[6];
+	struct pool_stats st;
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(1, 2, work, c, &p), 0);
+	items[0].value = 0;
+	ASSERT_EQ(pool_submit(p, &items[0].it, true), 0);
+	/* Wait until the worker holds item 0 at the gate. */
+	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
+		usleep(1000);
+	ASSERT_EQ(atomic_load(&c->running), 1);
+	for (int i = 1; i < 3; i++) {
+		items[i].value = i;
+		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+	}
+	items[3].value = 3;
+	ASSERT_EQ(pool_submit(p, &items[3].it, true), -EBUSY);
+	/* Work on admitted connections is never refused. */
+	items[4].value = 4;
+	ASSERT_EQ(pool_submit(p, &items[4].it, false), 0);
+	pool_stats(p, &st);
+	ASSERT_EQ(st.threads, 1);
+	ASSERT_EQ(st.busy, 1);
+	ASSERT_EQ(st.waiting, 3);
+	open_gate(c);
+	wait_done(p, 4);
+	pool_free(p);
+	ASSERT_EQ(atomic_load(&c->n), 4);
+	free(c);
+}
+
+TEST(resize_grows_and_shrinks)
+{
+	struct ctx *c = ctx_new(false);
+	struct item items[8];
+	struct pool_stats st;
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(2, 100, work, c, &p), 0);
+	ASSERT_EQ(pool_resize(p, 8, 100), 0);
+	for (int i = 0; i < 8; i++) {
+		items[i].value = i;
+		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+	}
+	for (int i = 0; i < 5000 && atomic_load(&c->running) < 8; i++)
+		usleep(1000);
+	ASSERT_EQ(atomic_load(&c->max_running), 8);
+	open_gate(c);
+	wait_done(p, 8);
+	ASSERT_EQ(pool_resize(p, 1, 100), 0);
+	pool_stats(p, &st);
+	ASSERT_EQ(st.threads, 1);
+	ASSERT_EQ(pool_resize(p, 0, 100), -ERANGE);
+	ASSERT_EQ(pool_resize(p, 1025, 100), -ERANGE);
+	/* Still works after shrinking. */
+	items[0].value = 42;
+	ASSERT_EQ(pool_submit(p, &items[0].it, true), 0);
+	wait_done(p, 9);
+	pool_free(p);
+	ASSERT_EQ(c->order[8], 42);
+	free(c);
+}
+
+TEST(free_null_is_safe)
+{
+	ASSERT(pool_free(NULL) == NULL);
+}
