@@ -76,9 +76,16 @@ unit-check: $(UNIT_BINS)
 # The whole suite: C unit tests, then every pytest folder (integration,
 # system, bench smoke, ...). System tests need root; CI=true makes a skip there
 # an error.
+# Sanitizer builds run the tests that start the binary directly; the system
+# and package tests install the release build into a hardened unit.
+ifeq ($(SANITIZE),)
+PYTEST_PATHS ?= tests
+else
+PYTEST_PATHS ?= tests/unit tests/integration
+endif
 check: WERROR = 1
 check: $(BIN) unit-check
-	POOLD_BIN=$(abspath $(BIN)) SANITIZE=$(SANITIZE) $(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests
+	POOLD_BIN=$(abspath $(BIN)) SANITIZE=$(SANITIZE) $(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) $(PYTEST_PATHS)
 
 deps:
 	@sh tests/deps.sh

@@ -116,7 +116,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 	uint64_t now = now_usec();
 
 	if (c->expired || now >= session_deadline(c)) {
-		c->reason = now >= c->start_usec + c->cfg->session_usec ? "session timeout" : "idle timeout";
+		if (!c->reason) /* the reactor may have said why already */
+			c->reason = now >= c->start_usec + c->cfg->session_usec ? "session timeout" : "idle timeout";
 		return SESSION_DONE;
 	}
 	if (c->state == CONN_SENDING) {
