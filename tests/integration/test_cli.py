@@ -5,7 +5,7 @@ import socket
 import subprocess
 import time
 
-from conftest import ROOT, Poold, free_port, poold_bin, recv_exact, slow_factor
+from harness import ROOT, Poold, free_port, poold_bin, recv_exact, slow_factor
 
 
 def run(*args, **kw):

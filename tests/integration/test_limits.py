@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
+from harness import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
 
 
 def test_idle_timeout_closes_silent_client(poold):

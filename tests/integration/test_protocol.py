@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import TUTORIAL_PAYLOAD, free_port, recv_all, recv_exact
+from harness import TUTORIAL_PAYLOAD, free_port, recv_all, recv_exact
 
 
 def tutorial_client(sock, messages=10, delay=0.02):

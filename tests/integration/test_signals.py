@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
+from harness import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
 
 
 def test_ready_and_live_status(poold):

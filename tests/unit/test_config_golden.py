@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import poold_bin
+from harness import poold_bin
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 CASES = sorted(glob.glob(os.path.join(HERE, "*.conf")))
