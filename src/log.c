@@ -2,13 +2,20 @@
  * stderr, as systemd sets it) each event is one sd_journal_sendv() entry with
  * MESSAGE, PRIORITY, MESSAGE_ID and the POOLD_* fields, the client's bytes
  * binary-safe in POOLD_MESSAGE. Otherwise each event is one write() of one
- * line to stderr, so lines from different threads never interleave. Called
- * from every thread: the level is atomic, everything else is fixed at
- * log_new(). Failures to log are counted, never fatal. */
+ * line to stderr, so lines from different threads never interleave.
+ *
+ * Threading: log_event() is called from every thread but never blocks on the
+ * journal: once log_start() has run, it formats the event into one record
+ * and queues it for the log thread, which does the writing. A journald that
+ * is slow, stopped or gone fills the bounded queue; further events are
+ * dropped and counted (log_dropped(), shown in STATUS=), never waited for.
+ * Before log_start() (start-up, before sd_listen_fds()) and after log_free()
+ * begins, events are written synchronously. */
 #include "log.h"
 #include "util.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -17,10 +24,32 @@
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
 
+#define QUEUE_MAX_RECORDS 8192
+#define QUEUE_MAX_BYTES ((size_t)16 << 20)
+
+/* One queued event: the message and the client's bytes live in buf[]. */
+struct record {
+	struct record *next;
+	int level;
+	const char *msgid;	/* static string or NULL */
+	struct log_conn conn;	/* remote and data point into buf[] */
+	size_t size;		/* bytes of this allocation */
+	char buf[];		/* message NUL, remote NUL, data */
+};
+
 struct log {
 	atomic_int level;
 	bool journal;
-	atomic_ulong dropped; /* events that could not be written */
+	atomic_ulong dropped;	/* events queued for nobody, or failed */
+	unsigned long reported;	/* dropped events already reported; log thread */
+
+	/* lock guards the queue and the flags below it. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct record *head, *tail;
+	size_t records, bytes;
+	bool running, stop;
+	pthread_t thread;
 };
 
 static const char *const level_names[] = {
@@ -49,6 +78,8 @@ struct log *log_new(void)
 	if (!l)
 		return NULL;
 	atomic_init(&l->level, LOG_INFO);
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->cond, NULL);
 	if (force && strcmp(force, "journal") == 0)
 		l->journal = true;
 	else if (force && strcmp(force, "stderr") == 0)
@@ -58,10 +89,26 @@ struct log *log_new(void)
 	return l;
 }
 
+/* Stops the log thread after it wrote everything queued. */
 struct log *log_free(struct log *l)
 {
+	if (!l)
+		return NULL;
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_signal(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+	if (l->running)
+		pthread_join(l->thread, NULL);
+	pthread_cond_destroy(&l->cond);
+	pthread_mutex_destroy(&l->lock);
 	free(l);
 	return NULL;
+}
+
+unsigned long log_dropped(struct log *l)
+{
+	return atomic_load_explicit(&l->dropped, memory_order_relaxed);
 }
 
 void log_set_level(struct log *l, int level)
@@ -110,19 +157,14 @@ static size_t fitted(int n, size_t size)
 	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
 }
 
-void log_event(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *fmt, ...)
+/* Writes one event now, from the log thread or synchronously. */
+static void emit(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *msg)
 {
-	char msg[1024], full[sizeof(msg) + 8], prio[16], conn[40], bytes[40], dur[48], id[48];
+	char full[1100], prio[16], conn[40], bytes[40], dur[48], id[48];
 	char remote[80];
 	struct iovec iov[10];
 	size_t n = 0;
-	va_list ap;
 
-	if (!log_enabled(l, level))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	if (!l->journal) {
 		log_stderr(l, level, msg);
 		return;
@@ -163,4 +205,121 @@ void log_event(struct log *l, int level, const char *msgid, const struct log_con
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
 #undef ADD
 #undef ADDF
+}
+
+static void *log_thread(void *arg)
+{
+	struct log *l = arg;
+
+	pthread_mutex_lock(&l->lock);
+	for (;;) {
+		struct record *batch;
+		unsigned long dropped;
+
+		while (!l->head && !l->stop)
+			pthread_cond_wait(&l->cond, &l->lock);
+		if (!l->head)
+			break;
+		batch = l->head;
+		l->head = l->tail = NULL;
+		l->records = 0;
+		l->bytes = 0;
+		pthread_mutex_unlock(&l->lock);
+
+		while (batch) {
+			struct record *next = batch->next;
+
+			emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
+			free(batch);
+			batch = next;
+		}
+		dropped = log_dropped(l);
+		if (dropped != l->reported && log_enabled(l, LOG_WARNING)) {
+			char msg[128];
+
+			snprintf(msg, sizeof(msg), "Dropped %lu log entries: the journal did not keep up.",
+				 dropped - l->reported);
+			l->reported = dropped;
+			emit(l, LOG_WARNING, NULL, NULL, msg);
+		}
+		pthread_mutex_lock(&l->lock);
+	}
+	pthread_mutex_unlock(&l->lock);
+	return NULL;
+}
+
+/* From now on events go through the log thread. Call after sd_listen_fds(). */
+int log_start(struct log *l)
+{
+	int r = -pthread_create(&l->thread, NULL, log_thread, l);
+
+	if (r == 0)
+		l->running = true;
+	return r;
+}
+
+void log_event(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *fmt, ...)
+{
+	char msg[1024];
+	struct record *rec;
+	size_t mlen, rlen = 0, dlen = 0, size;
+	va_list ap;
+	bool queued = false;
+
+	if (!log_enabled(l, level))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (!l->running) {
+		emit(l, level, msgid, c, msg);
+		return;
+	}
+
+	mlen = strlen(msg) + 1;
+	if (c && c->remote)
+		rlen = strlen(c->remote) + 1;
+	if (c && c->data)
+		dlen = c->data_len;
+	size = sizeof(*rec) + mlen + rlen + dlen;
+	rec = malloc(size);
+	if (!rec) {
+		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
+		return;
+	}
+	rec->next = NULL;
+	rec->level = level;
+	rec->msgid = msgid;
+	rec->size = size;
+	rec->conn = c ? *c : (struct log_conn){ 0 };
+	memcpy(rec->buf, msg, mlen);
+	if (rlen) {
+		memcpy(rec->buf + mlen, c->remote, rlen);
+		rec->conn.remote = rec->buf + mlen;
+	}
+	if (c && c->data) {
+		memcpy(rec->buf + mlen + rlen, c->data, dlen);
+		rec->conn.data = rec->buf + mlen + rlen;
+	}
+
+	pthread_mutex_lock(&l->lock);
+	if (!l->stop && l->records < QUEUE_MAX_RECORDS && l->bytes + size <= QUEUE_MAX_BYTES) {
+		bool was_empty = !l->head;
+
+		if (l->tail)
+			l->tail->next = rec;
+		else
+			l->head = rec;
+		l->tail = rec;
+		l->records++;
+		l->bytes += size;
+		queued = true;
+		if (was_empty)
+			pthread_cond_signal(&l->cond);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (!queued) {
+		free(rec);
+		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
+	}
 }

@@ -27,6 +27,8 @@ struct log_conn {
 
 struct log *log_new(void);
 struct log *log_free(struct log *l);
+int log_start(struct log *l);
+unsigned long log_dropped(struct log *l);
 void log_set_level(struct log *l, int level);
 bool log_enabled(const struct log *l, int level);
 bool log_journal(const struct log *l);

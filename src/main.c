@@ -174,6 +174,11 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 	raise_nofile(log, cfg->max_connections);
+	r = log_start(log);
+	if (r < 0) {
+		r = fatal(log, EX_OSERR, "Failed to start the log thread: %s", strerror(-r));
+		goto out;
+	}
 
 	r = reactor_new(o.config, cfg, &listeners, log, &reactor);
 	if (r < 0) {

@@ -422,6 +422,8 @@ static void update_status(struct reactor *r, bool force)
 {
 	struct pool_stats st;
 	char buf[sizeof(r->status)];
+	unsigned long dropped = log_dropped(r->log);
+	size_t n;
 
 	pool_stats(r->pool, &st);
 	if (r->stopping)
@@ -433,6 +435,9 @@ static void update_status(struct reactor *r, bool force)
 			 r->reload_error[0] ? "Reload failed: " : "", r->reload_error, st.threads, st.busy, st.waiting,
 			 atomic_load(&r->parked), (uint64_t)atomic_load(&r->served),
 			 (uint64_t)atomic_load(&r->refused));
+	n = strlen(buf);
+	if (dropped)
+		snprintf(buf + n, sizeof(buf) - n, "; %lu log entries dropped", dropped);
 	if (force || strcmp(buf, r->status) != 0) {
 		memcpy(r->status, buf, sizeof(buf));
 		notify_status(r->status);
