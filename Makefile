@@ -79,7 +79,7 @@ unit-check: $(UNIT_BINS)
 # Sanitizer builds run the tests that start the binary directly; the system
 # and package tests install the release build into a hardened unit.
 ifeq ($(SANITIZE),)
-PYTEST_PATHS ?= tests
+PYTEST_PATHS ?= tests --ignore=tests/package
 else
 PYTEST_PATHS ?= tests/unit tests/integration
 endif
@@ -105,6 +105,22 @@ install: $(BIN)
 	else \
 		$(INSTALL) -m 644 etc/poold.conf $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf; \
 	fi
+
+# Packages, from a copy of the tree; each runs its linter.
+deb:
+	packaging/mkdeb.sh
+rpm:
+	packaging/mkrpm.sh
+package-check: $(BIN)
+	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests/package
+
+# Measurements and long runs: never part of make check.
+bench: $(BIN)
+	$(PYTHON) tests/bench/run $(BENCH_ARGS)
+fuzz:
+	tests/fuzz/run run $(or $(FUZZ_SECONDS),60)
+soak: $(BIN)
+	$(PYTHON) tests/soak/run $(SOAK_ARGS)
 
 clean:
 	rm -rf build poold dist
