@@ -112,7 +112,7 @@ deb:
 rpm:
 	packaging/mkrpm.sh
 package-check: $(BIN)
-	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests/package
+	POOLD_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests/package
 
 # Measurements and long runs: never part of make check.
 bench: $(BIN)

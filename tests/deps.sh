@@ -4,7 +4,7 @@
 set -eu
 
 DEBIAN_PKGS="gcc make pkg-config libsystemd-dev libinih-dev python3 python3-pytest
-systemd systemd-container util-linux iproute2 procps
+systemd systemd-container util-linux iproute2 procps file binutils
 debhelper dpkg-dev fakeroot lintian debootstrap rpm rpmlint
 mandoc groff-base man-db
 nginx-light libnginx-mod-stream

@@ -1,0 +1,226 @@
+"""The .deb: built from the tree and lintian-clean (packaging/mkdeb.sh), its
+metadata and maintainer scripts, and its life on a real Debian bookworm with a
+real systemd: install, serve, log, man, upgrade, remove, purge.
+
+Each container test boots the cached debootstrapped root with a throwaway
+overlay (tests/lib/container.py), so each starts from a clean system; the
+container has no network, so apt resolves poold's dependencies from the
+root's own package lists and apt cache.
+"""
+
+import os
+import subprocess
+import time
+
+from .conftest import HERE, PAYLOAD
+
+EXPECTED_FILES = {
+    "/etc/poold/poold.conf",
+    "/etc/poold/poold.conf.d",
+    "/lib/systemd/system/poold.service",
+    "/lib/systemd/system/poold.socket",
+    "/usr/sbin/poold",
+    "/usr/share/doc/poold/README.md",
+    "/usr/share/doc/poold/changelog.Debian.gz",
+    "/usr/share/doc/poold/copyright",
+    "/usr/share/lintian/overrides/poold",
+    "/usr/share/man/man5/poold.conf.5.gz",
+    "/usr/share/man/man8/poold.8.gz",
+}
+
+
+def dpkg_deb(*args):
+    return subprocess.run(["dpkg-deb"] + list(args), check=True, timeout=60,
+                          stdout=subprocess.PIPE).stdout.decode()
+
+
+def control_file(deb, name):
+    p = subprocess.run("dpkg-deb --ctrl-tarfile '%s' | tar -xOf - ./%s" % (deb, name),
+                       shell=True, timeout=60, stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL)
+    return p.stdout.decode() if p.returncode == 0 else None
+
+
+# ---- the built package ---------------------------------------------------------
+
+def test_deb_builds_and_is_lintian_clean(debs):
+    v1, _ = debs
+    assert "lintian clean (no errors, no warnings)" in v1.log, v1.log[-4000:]
+    print(v1.log[-3000:])
+
+
+def test_deb_fields(debs, version):
+    deb = debs[0].path
+    assert dpkg_deb("-f", deb, "Package").strip() == "poold"
+    assert dpkg_deb("-f", deb, "Version").strip().rsplit("-", 1)[0] == version
+    depends = dpkg_deb("-f", deb, "Depends")
+    for lib in ("libc6", "libinih1", "libsystemd0"):
+        assert lib in depends, depends
+    assert control_file(deb, "conffiles").split() == ["/etc/poold/poold.conf"]
+
+
+def test_deb_file_list(debs):
+    listing = dpkg_deb("-c", debs[0].path)
+    files = set()
+    for line in listing.splitlines():
+        path = line.split()[5].lstrip(".").rstrip("/")
+        if not line.startswith("d") or path == "/etc/poold/poold.conf.d":
+            # dh_compress gzips docs over 4 kB: README.md or README.md.gz
+            files.add(path[:-3] if path.endswith("/README.md.gz") else path)
+    assert files == EXPECTED_FILES, listing
+    # bookworm's dh_installsystemd acts only on units under /lib/systemd/system
+    assert "/usr/lib/systemd" not in listing
+
+
+def test_deb_maintainer_scripts(debs):
+    deb = debs[0].path
+    postinst = control_file(deb, "postinst")
+    prerm = control_file(deb, "prerm")
+    postrm = control_file(deb, "postrm")
+    # the socket: enabled and started; the service: never started, only
+    # try-restarted on upgrade; the socket is never restarted
+    assert "deb-systemd-helper enable 'poold.socket'" in postinst
+    assert "deb-systemd-invoke start 'poold.socket'" in postinst
+    assert "deb-systemd-invoke try-restart 'poold.service'" in postinst
+    assert "invoke start 'poold.service'" not in postinst
+    # (poold.service is only re-enabled on upgrade if an admin had enabled it)
+    assert "deb-systemd-helper --quiet was-enabled 'poold.service'" in postinst
+    assert "restart 'poold.socket'" not in postinst  # (also not try-restart)
+    assert control_file(deb, "preinst") is None  # nothing stopped before unpack
+    assert "deb-systemd-invoke stop 'poold.socket'" in prerm
+    assert "deb-systemd-invoke stop poold.service" in prerm
+    assert "rm -rf /etc/poold/poold.conf.d" in postrm
+
+
+# ---- on a real bookworm ---------------------------------------------------------
+
+def install(box, deb):
+    out = box.apt("install", deb)
+    assert "poold" in out
+    return out
+
+
+def client(box, host="127.0.0.1", count=1, message="", stopfile=None, timeout=60):
+    box.c.copy_in(os.path.join(HERE, "client.py"), "/root/client.py")
+    args = ["python3", "/root/client.py", host, str(count), message]
+    if stopfile:
+        args.append(stopfile)
+    return box.sh(args, timeout=timeout).split("\n")
+
+
+def wait_for(fn, timeout=10.0, step=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def test_install_enables_socket_and_serves(box):
+    install(box, box.deb1)
+    assert box.sh(["systemctl", "is-enabled", "poold.socket"]).strip() == "enabled"
+    assert box.state("poold.socket") == "active"
+    assert "2727" in box.prop("poold.socket", "Listen")
+    # the package does not start the service: the first client does
+    assert box.state("poold.service") == "inactive"
+
+    lines = client(box, "127.0.0.1", 1, "hello-from-package-test")
+    assert lines[0] == "ok 1", lines
+    lines = client(box, "::1", 1, "")
+    assert lines[0] == "ok 1", lines
+    assert box.state("poold.service") == "active"
+    assert box.prop("poold.service", "ExecMainPID") != "0"
+
+    # the raw bytes, once more, with nothing but the socket module
+    raw = box.sh(["python3", "-c",
+                  "import socket,sys;s=socket.create_connection(('127.0.0.1',2727),10);"
+                  "s.shutdown(socket.SHUT_WR);d=b''\n"
+                  "while True:\n c=s.recv(100)\n if not c: break\n d+=c\n"
+                  "sys.stdout.write(repr(d))"])
+    assert raw == repr(PAYLOAD)
+    assert len(PAYLOAD) == 26
+
+    def logged():
+        out = box.sh(["journalctl", "-u", "poold", "--no-pager", "-o", "verbose"],
+                     check=False)
+        return out if "POOLD_MESSAGE=hello-from-package-test" in out else None
+
+    journal = wait_for(logged, 10)
+    assert journal, box.sh(["journalctl", "-u", "poold", "--no-pager"], check=False)
+    assert "Received message" in journal
+
+
+def test_man_pages(box):
+    install(box, box.deb1)
+    out = box.sh(["man", "-P", "cat", "poold"], timeout=30)
+    assert "poold" in out and "NAME" in out, out[:500]
+    out = box.sh(["man", "-P", "cat", "5", "poold.conf"], timeout=30)
+    assert "poold.conf" in out and "NAME" in out, out[:500]
+
+
+def test_upgrade_keeps_conffile_and_restarts_onto_new_binary(box, version):
+    install(box, box.deb1)
+    conf = box.c.read_file("/etc/poold/poold.conf").decode()
+    assert "#threads = 4" in conf
+    edited = conf.replace("#threads = 4", "threads = 3", 1) + "# edited by tests/package\n"
+    box.c.write_file("/etc/poold/poold.conf", edited)
+    box.sh(["poold", "--check-config"])
+    assert client(box)[0] == "ok 1"  # starts the service (old binary)
+    old_pid = box.prop("poold.service", "ExecMainPID")
+    sock_since = box.prop("poold.socket", "ActiveEnterTimestampMonotonic")
+    assert old_pid != "0"
+
+    # clients keep coming during the whole upgrade
+    box.c.copy_in(os.path.join(HERE, "client.py"), "/root/client.py")
+    loop = box.c.spawn(["python3", "/root/client.py", "127.0.0.1", "0", "",
+                        "/run/stop-clients"])
+    time.sleep(0.5)
+    out = install(box, box.deb2)
+    assert "Configuration file" not in out  # no conffile prompt
+    time.sleep(0.5)
+    box.sh(["touch", "/run/stop-clients"])
+    stdout, stderr = loop.communicate(timeout=60)
+    results = stdout.decode().split()
+    oks = [r for r in stdout.decode().splitlines() if r.startswith("ok")]
+    errs = [r for r in stdout.decode().splitlines() if not r.startswith("ok")]
+    assert not errs, stdout.decode() + stderr.decode()
+    assert len(oks) >= 5, results
+
+    new_version = version + "+pkgtest1"
+    assert box.sh(["dpkg-query", "-W", "-f", "${Version}", "poold"]).startswith(new_version)
+    assert box.sh(["poold", "--version"]).strip() == "poold " + new_version
+    # the edit is kept, and no conffile copies were left around
+    assert box.c.read_file("/etc/poold/poold.conf").decode() == edited
+    assert box.sh("ls /etc/poold").split() == ["poold.conf", "poold.conf.d"]
+    assert "threads = 3" in box.sh(["poold", "--print-config"])
+    # the running service was restarted onto the new binary; the socket was not
+    # restarted (its queue survived)
+    assert client(box)[0] == "ok 1"
+    new_pid = box.prop("poold.service", "ExecMainPID")
+    assert new_pid not in ("0", old_pid)
+    assert box.sh(["readlink", "/proc/%s/exe" % new_pid]).strip() == "/usr/sbin/poold"
+    assert box.prop("poold.socket", "ActiveEnterTimestampMonotonic") == sock_since
+    assert box.state("poold.socket") == "active"
+
+
+def test_remove_stops_and_purge_removes_config(box):
+    install(box, box.deb1)
+    assert client(box)[0] == "ok 1"
+    assert box.state("poold.service") == "active"
+    box.c.write_file("/etc/poold/poold.conf.d/50-local.conf", "[pool]\nthreads = 2\n")
+
+    box.apt("remove", "poold")
+    assert box.state("poold.socket") == "inactive"
+    assert box.state("poold.service") == "inactive"
+    lines = client(box)
+    assert lines[0].startswith("err 1") and "refused" in lines[0], lines
+    assert box.sh(["sh", "-c", "test ! -e /usr/sbin/poold && echo gone"]).strip() == "gone"
+    # remove keeps configuration
+    assert box.sh("ls /etc/poold").split() == ["poold.conf", "poold.conf.d"]
+
+    box.apt("purge", "poold")
+    assert box.sh(["sh", "-c", "test ! -e /etc/poold && echo gone"]).strip() == "gone"
+    assert box.sh(["sh", "-c", "ls /etc/systemd/system/*/poold.* 2>/dev/null; true"]) == ""
+    assert box.sh(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "poold"],
+                  check=False).strip() in ("", "un")
