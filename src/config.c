@@ -11,17 +11,17 @@
 #include "util.h"
 
 #include <dirent.h>
-#include <stdarg.h>
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
 #include <sys/syslog.h>
 
-#define CONFIG_FILE_MAX ((size_t)1 << 20) /* bytes per config file */
-#define LINE_MAX_BYTES (INI_MAX_LINE - 2) /* inih needs room for "\n\0" */
-#define LISTEN_MAX 64
+#define CONFIG_FILE_MAX ((size_t)1 << 20)  /* bytes per config file */
+#define LINE_MAX_BYTES  (INI_MAX_LINE - 2) /* inih needs room for "\n\0" */
+#define LISTEN_MAX      64
 
 enum key_type { KEY_UINT, KEY_DURATION, KEY_BOOL, KEY_LEVEL, KEY_OVERLOAD, KEY_TEXT, KEY_FILE, KEY_ADDRESS };
 
@@ -35,8 +35,8 @@ struct key {
 };
 
 #define OFF(f) offsetof(struct config, f)
-#define MS USEC_PER_MSEC
-#define S USEC_PER_SEC
+#define MS     USEC_PER_MSEC
+#define S      USEC_PER_SEC
 
 /* The one list of keys: parsing, defaults, --print-config and the man page's
  * list all follow it. */
@@ -47,10 +47,14 @@ static const struct key keys[] = {
 	{ "payload", "file", KEY_FILE, OFF(payload), NULL, 0, 0, "payload file" },
 	{ "session", "max_messages", KEY_UINT, OFF(max_messages), "10", 0, 1000000, "reads logged per client" },
 	{ "session", "message_size", KEY_UINT, OFF(message_size), "1024", 1, 1048576, "bytes per read" },
-	{ "session", "idle_timeout", KEY_DURATION, OFF(idle_usec), "10s", 10 * MS, 24 * 3600 * S, "close a silent client" },
-	{ "session", "session_timeout", KEY_DURATION, OFF(session_usec), "60s", 10 * MS, 24 * 3600 * S, "cap on one session" },
-	{ "session", "shutdown_timeout", KEY_DURATION, OFF(shutdown_usec), "10s", 0, 3600 * S, "drain deadline on stop" },
-	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), "4096", 1, 1048576, "connected clients at once" },
+	{ "session", "idle_timeout", KEY_DURATION, OFF(idle_usec), "10s", 10 * MS, 24 * 3600 * S,
+	  "close a silent client" },
+	{ "session", "session_timeout", KEY_DURATION, OFF(session_usec), "60s", 10 * MS, 24 * 3600 * S,
+	  "cap on one session" },
+	{ "session", "shutdown_timeout", KEY_DURATION, OFF(shutdown_usec), "10s", 0, 3600 * S,
+	  "drain deadline on stop" },
+	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), "4096", 1, 1048576,
+	  "connected clients at once" },
 	{ "limits", "per_source", KEY_UINT, OFF(per_source), "0", 0, 1048576, "connections per client address" },
 	{ "limits", "overload", KEY_OVERLOAD, OFF(overload), "close", 0, 0, "close or busy" },
 	{ "limits", "busy_message", KEY_TEXT, OFF(busy_message), "busy\\n", 0, 0, "sent before closing when busy" },
@@ -60,7 +64,7 @@ static const struct key keys[] = {
 };
 
 static const char *const level_names[] = {
-	[LOG_ERR] = "err", [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+	[LOG_ERR] = "err",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
 	[LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
@@ -69,19 +73,19 @@ struct parse {
 	const char *file;
 	char *err;
 	size_t errlen;
-	int r;			/* first error, or 0 */
+	int r; /* first error, or 0 */
 	unsigned err_line;
 
 	/* The line reader over the file's bytes. */
 	const char *buf;
 	size_t len, pos;
 	unsigned line;
-	bool indented;		/* the current line is an inih continuation */
+	bool indented; /* the current line is an inih continuation */
 
 	unsigned seen[ARRAY_SIZE(keys)]; /* line where this file set each key */
-	const struct key *last;	/* key of the previous line, for continuations */
-	bool payload_set;	/* this file chose the payload source */
-	bool listen_set;	/* this file replaced the inherited addresses */
+	const struct key *last;          /* key of the previous line, for continuations */
+	bool payload_set;                /* this file chose the payload source */
+	bool listen_set;                 /* this file replaced the inherited addresses */
 };
 
 static int fail(struct parse *p, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -125,8 +129,9 @@ static char *reader(char *str, int num, void *stream)
 	if (take && start[take - 1] == '\r')
 		take--;
 	if (take > LINE_MAX_BYTES || (size_t)num < LINE_MAX_BYTES + 2) {
-		fail(p, -E2BIG, "line is %zu bytes long, at most %d are allowed (continue long values on indented lines)",
-		     take, LINE_MAX_BYTES);
+		fail(p, -E2BIG,
+		     "line is %zu bytes long, at most %d are allowed (continue long values on indented lines)", take,
+		     LINE_MAX_BYTES);
 		return NULL;
 	}
 	memcpy(str, start, take);
@@ -342,8 +347,8 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 
 		if (config_split_address(value, host, sizeof(host), port, sizeof(port)) < 0)
 			return fail(p, -EINVAL,
-				    "%s: \"%s\" is not host:port, [ipv6]:port or an absolute unix socket path",
-				    k->name, value);
+				    "%s: \"%s\" is not host:port, [ipv6]:port or an absolute unix socket path", k->name,
+				    value);
 		if (!p->listen_set) {
 			strv_free(p->c->listen);
 			p->c->listen = NULL;
@@ -446,7 +451,9 @@ static int parse_file(struct parse *p, const char *path)
 	if (r < 0) {
 		p->r = r;
 		snprintf(p->err, p->errlen, "%s: %s", path,
-			 r == -EFBIG ? "file too large" : r == -EBADFD ? "not a regular file" : strerror(-r));
+			 r == -EFBIG    ? "file too large"
+			 : r == -EBADFD ? "not a regular file"
+					: strerror(-r));
 		return r;
 	}
 	r = strv_push(&p->c->files, path);

@@ -21,16 +21,16 @@ struct config {
 	atomic_uint refs;
 	unsigned threads, queue_max;
 	struct bytes payload;
-	char *payload_file;		/* NULL when the payload came from text */
+	char *payload_file; /* NULL when the payload came from text */
 	unsigned max_messages, message_size;
 	uint64_t idle_usec, session_usec, shutdown_usec; /* microseconds */
 	unsigned max_connections, per_source;
-	int overload;			/* OVERLOAD_* */
+	int overload; /* OVERLOAD_* */
 	struct bytes busy_message;
-	char **listen;			/* NULL-terminated */
-	int log_level;			/* syslog priority, LOG_ERR..LOG_DEBUG */
+	char **listen; /* NULL-terminated */
+	int log_level; /* syslog priority, LOG_ERR..LOG_DEBUG */
 	bool log_messages;
-	char **files;			/* the files read, NULL-terminated */
+	char **files; /* the files read, NULL-terminated */
 };
 
 int config_load(const char *path, struct config **ret, char *err, size_t errlen);

@@ -25,23 +25,23 @@
 #include <systemd/sd-journal.h>
 
 #define QUEUE_MAX_RECORDS 8192
-#define QUEUE_MAX_BYTES ((size_t)16 << 20)
+#define QUEUE_MAX_BYTES   ((size_t)16 << 20)
 
 /* One queued event: the message and the client's bytes live in buf[]. */
 struct record {
 	struct record *next;
 	int level;
-	const char *msgid;	/* static string or NULL */
-	struct log_conn conn;	/* remote and data point into buf[] */
-	size_t size;		/* bytes of this allocation */
-	char buf[];		/* message NUL, remote NUL, data */
+	const char *msgid;    /* static string or NULL */
+	struct log_conn conn; /* remote and data point into buf[] */
+	size_t size;          /* bytes of this allocation */
+	char buf[];           /* message NUL, remote NUL, data */
 };
 
 struct log {
 	atomic_int level;
 	bool journal;
-	atomic_ulong dropped;	/* events queued for nobody, or failed */
-	unsigned long reported;	/* dropped events already reported; log thread */
+	atomic_ulong dropped;   /* events queued for nobody, or failed */
+	unsigned long reported; /* dropped events already reported; log thread */
 
 	/* lock guards the queue and the flags below it. */
 	pthread_mutex_t lock;
@@ -170,7 +170,7 @@ static void emit(struct log *l, int level, const char *msgid, const struct log_c
 		return;
 	}
 
-#define ADD(s, len) (iov[n].iov_base = (void *)(s), iov[n].iov_len = (len), n++)
+#define ADD(s, len)    (iov[n].iov_base = (void *)(s), iov[n].iov_len = (len), n++)
 #define ADDF(buf, ...) ADD(buf, fitted(snprintf(buf, sizeof(buf), __VA_ARGS__), sizeof(buf)))
 	ADDF(full, "MESSAGE=%s", msg);
 	ADDF(prio, "PRIORITY=%d", level);

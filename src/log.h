@@ -8,10 +8,10 @@
 #include <stdint.h>
 #include <sys/syslog.h>
 
-#define MSGID_STARTED "28318b7268fe4acc854681b0705cbd8f"
-#define MSGID_STOPPED "b3ca90c118a14bfda769784f9119c571"
-#define MSGID_RELOADED "e498def27b784eda95bc1579430fb0df"
-#define MSGID_REFUSED "62c96129d90242a683d946c8f0a13378"
+#define MSGID_STARTED       "28318b7268fe4acc854681b0705cbd8f"
+#define MSGID_STOPPED       "b3ca90c118a14bfda769784f9119c571"
+#define MSGID_RELOADED      "e498def27b784eda95bc1579430fb0df"
+#define MSGID_REFUSED       "62c96129d90242a683d946c8f0a13378"
 #define MSGID_RELOAD_FAILED "77b1c30162df491d8b59dbf2b8dd51cf"
 
 struct log;

@@ -31,16 +31,16 @@ struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct pool_item *head, *tail;
-	unsigned waiting;	/* items in the queue */
-	unsigned fresh;		/* of which fresh connections */
+	unsigned waiting; /* items in the queue */
+	unsigned fresh;   /* of which fresh connections */
 	unsigned queue_max;
-	unsigned target;	/* workers with index >= target exit */
-	unsigned idle;		/* workers blocked in cond_wait */
+	unsigned target; /* workers with index >= target exit */
+	unsigned idle;   /* workers blocked in cond_wait */
 	unsigned busy;
 	bool shutdown;
 
 	atomic_uint_fast64_t done;
-	unsigned nworkers;	/* slots in use in workers[]; reactor thread only */
+	unsigned nworkers; /* slots in use in workers[]; reactor thread only */
 	struct worker workers[POOL_THREADS_MAX];
 };
 

@@ -37,24 +37,24 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#define ACCEPT_BATCH 64		/* accepts per listener wake-up, for fairness */
-#define ACCEPT_PAUSE_USEC (100 * USEC_PER_MSEC) /* after EMFILE/ENOBUFS */
-#define STATUS_USEC USEC_PER_SEC
-#define SOURCE_BUCKETS 1024
+#define ACCEPT_BATCH        64                    /* accepts per listener wake-up, for fairness */
+#define ACCEPT_PAUSE_USEC   (100 * USEC_PER_MSEC) /* after EMFILE/ENOBUFS */
+#define STATUS_USEC         USEC_PER_SEC
+#define SOURCE_BUCKETS      1024
 #define REFUSE_LOGS_PER_SEC 10
-#define TAG_SIGNAL UINT64_C(1)	/* epoll data: odd values are not conns */
-#define TAG_LISTENER(i) ((uint64_t)(i) << 2 | 3)
+#define TAG_SIGNAL          UINT64_C(1) /* epoll data: odd values are not conns */
+#define TAG_LISTENER(i)     ((uint64_t)(i) << 2 | 3)
 
 /* Connections from one client address (IPv4 or IPv6, or "unix"). */
 struct source {
 	struct source *next;
-	unsigned char key[17];	/* family byte + address */
+	unsigned char key[17]; /* family byte + address */
 	unsigned count;
 };
 
 struct reactor {
 	const char *config_path;
-	struct config *cfg;	/* current; reactor thread only */
+	struct config *cfg; /* current; reactor thread only */
 	struct listeners *listeners;
 	struct log *log;
 	struct pool *pool;
@@ -62,13 +62,13 @@ struct reactor {
 
 	/* reg_lock guards these. */
 	pthread_mutex_t reg_lock;
-	struct conn *conns;	/* every open connection */
+	struct conn *conns; /* every open connection */
 	unsigned nconns;
 	struct source *sources[SOURCE_BUCKETS];
 
 	atomic_uint parked;
 	atomic_uint_fast64_t served, refused;
-	atomic_bool aborting;	/* shutdown deadline passed: close, don't park */
+	atomic_bool aborting; /* shutdown deadline passed: close, don't park */
 	uint64_t next_id;
 	bool stopping, accepting;
 	uint64_t accept_resume_usec, drain_deadline_usec;
@@ -77,7 +77,7 @@ struct reactor {
 	uint64_t refuse_window_usec;
 	unsigned refuse_logged, refuse_suppressed;
 	char status[1536];
-	char reload_error[1024];	/* non-empty while the last reload failed */
+	char reload_error[1024]; /* non-empty while the last reload failed */
 };
 
 static void conn_close(struct reactor *r, struct conn *c);
@@ -188,8 +188,9 @@ static void accept_overloaded(struct reactor *r, int lfd, int err)
 		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	if (log_enabled(r->log, LOG_WARNING) && r->accepting)
-		log_event(r->log, LOG_WARNING, NULL, NULL, "Failed to accept connection: %s, pausing accepts for %" PRIu64 " ms.",
-			  strerror(err), ACCEPT_PAUSE_USEC / 1000);
+		log_event(r->log, LOG_WARNING, NULL, NULL,
+			  "Failed to accept connection: %s, pausing accepts for %" PRIu64 " ms.", strerror(err),
+			  ACCEPT_PAUSE_USEC / 1000);
 	listeners_arm(r, false);
 	r->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
 }
@@ -494,8 +495,8 @@ static void reload(struct reactor *r)
 	config_unref(r->cfg);
 	r->cfg = c;
 	r->reload_error[0] = '\0';
-	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL,
-		  "Reloaded configuration: %u threads, payload of %zu bytes.", c->threads, c->payload.len);
+	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL, "Reloaded configuration: %u threads, payload of %zu bytes.",
+		  c->threads, c->payload.len);
 	update_status(r, true);
 	notify_ready();
 }
@@ -603,8 +604,7 @@ int reactor_run(struct reactor *r)
 	return 0;
 }
 
-int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log,
-		struct reactor **ret)
+int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log, struct reactor **ret)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
 	struct reactor *r;

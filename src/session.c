@@ -39,9 +39,9 @@ static int step_send(struct conn *c, uint64_t now)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return SESSION_WANT_WRITE;
-		c->reason = errno == EPIPE ? "client closed before the payload was sent"
+		c->reason = errno == EPIPE        ? "client closed before the payload was sent"
 			    : errno == ECONNRESET ? "connection reset during the payload"
-						 : "send failed";
+						  : "send failed";
 		return SESSION_DONE;
 	}
 	c->state = CONN_READING;

@@ -62,11 +62,8 @@ int parse_duration(const char *s, uint64_t *ret_usec)
 		const char *suffix;
 		uint64_t mult;
 	} units[] = {
-		{ "ms", USEC_PER_MSEC },
-		{ "s", USEC_PER_SEC },
-		{ "m", 60 * USEC_PER_SEC },
-		{ "h", 3600 * USEC_PER_SEC },
-		{ "", USEC_PER_SEC },
+		{ "ms", USEC_PER_MSEC },      { "s", USEC_PER_SEC }, { "m", 60 * USEC_PER_SEC },
+		{ "h", 3600 * USEC_PER_SEC }, { "", USEC_PER_SEC },
 	};
 	const char *end;
 	uint64_t v;

@@ -8,10 +8,10 @@ systemd systemd-container util-linux iproute2 procps file binutils
 debhelper dpkg-dev fakeroot lintian debootstrap rpm rpmlint
 mandoc groff-base man-db
 nginx-light libnginx-mod-stream
-clang libclang-rt-dev valgrind"
+clang clang-format libclang-rt-dev valgrind"
 FEDORA_PKGS="gcc make pkgconf systemd-devel inih-devel python3 python3-pytest
 systemd systemd-container util-linux iproute procps-ng rpm-build rpmlint
-mandoc groff-base man-db nginx nginx-mod-stream clang compiler-rt valgrind"
+mandoc groff-base man-db nginx nginx-mod-stream clang clang-tools-extra compiler-rt valgrind"
 
 if command -v apt-get >/dev/null 2>&1; then
 	pkgs=$DEBIAN_PKGS

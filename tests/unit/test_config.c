@@ -132,7 +132,8 @@ TEST(errors_name_file_and_line)
 		{ "[pol]\nthreads = 2\n", "poold.conf:2: unknown section [pol]" },
 		{ "[pool]\nthread = 2\n", "poold.conf:2: unknown key \"thread\" in section [pool]" },
 		{ "threads = 2\n", "poold.conf:1: threads: key outside a section (add [section] above it)" },
-		{ "[pool]\nthreads = 2\nthreads = 3\n", "poold.conf:3: threads: duplicate key (already set at line 2)" },
+		{ "[pool]\nthreads = 2\nthreads = 3\n",
+		  "poold.conf:3: threads: duplicate key (already set at line 2)" },
 		{ "[session]\nidle_timeout = 5x\n",
 		  "poold.conf:2: idle_timeout: \"5x\" is not a duration (a whole number with ms, s, m or h)" },
 		{ "[session]\nidle_timeout = 1ms\n", "poold.conf:2: idle_timeout: 1ms is out of range (10ms..24h)" },
@@ -148,16 +149,16 @@ TEST(errors_name_file_and_line)
 		  "poold.conf:3: file: duplicate payload source (payload text already set at line 2)" },
 		{ "[payload]\ntext = a\ntext = b\n",
 		  "poold.conf:3: text: duplicate payload source (payload text already set at line 2)" },
-		{ "[listen]\naddress = localhost\n",
-		  "poold.conf:2: address: \"localhost\" is not host:port, [ipv6]:port or an absolute unix socket path" },
+		{ "[listen]\naddress = localhost\n", "poold.conf:2: address: \"localhost\" is not host:port, "
+						     "[ipv6]:port or an absolute unix socket path" },
 		{ "[listen]\naddress = ::1:80\n",
 		  "poold.conf:2: address: \"::1:80\" is not host:port, [ipv6]:port or an absolute unix socket path" },
-		{ "[listen]\naddress = 1.2.3.4:65536\n",
-		  "poold.conf:2: address: \"1.2.3.4:65536\" is not host:port, [ipv6]:port or an absolute unix socket path" },
+		{ "[listen]\naddress = 1.2.3.4:65536\n", "poold.conf:2: address: \"1.2.3.4:65536\" is not host:port, "
+							 "[ipv6]:port or an absolute unix socket path" },
 		{ "[pool]\nthreads\n", "poold.conf:2: syntax error (expected [section], key = value or a comment)" },
 		{ "[pool\nthreads = 2\n", "poold.conf:1: syntax error (expected [section], key = value or a comment)" },
-		{ "[pool]\nthreads = 2\n  3\n",
-		  "poold.conf:3: threads: indented line continues a key that takes a single value (remove the indentation)" },
+		{ "[pool]\nthreads = 2\n  3\n", "poold.conf:3: threads: indented line continues a key that takes a "
+						"single value (remove the indentation)" },
 		{ "[payload]\nfile = /nonexistent/p.bin\n",
 		  "poold.conf:2: file: cannot read /nonexistent/p.bin: No such file or directory" },
 		{ "[payload]\nfile = /dev/null\n", "poold.conf:2: file: /dev/null is not a regular file" },
@@ -181,8 +182,8 @@ TEST(long_line_is_an_error_not_a_cut)
 	ASSERT_STREQ(load(NULL), "");
 	snprintf(conf, sizeof(conf), "[payload]\ntext = %0*d\n", 199 - 7, 0);
 	PUT("poold.conf", conf);
-	ASSERT_STREQ(load(NULL),
-		     "poold.conf:2: line is 199 bytes long, at most 198 are allowed (continue long values on indented lines)");
+	ASSERT_STREQ(load(NULL), "poold.conf:2: line is 199 bytes long, at most 198 are allowed (continue long values "
+				 "on indented lines)");
 	/* Also in a comment, and on a last line without a newline. */
 	snprintf(conf, sizeof(conf), "[pool]\n# %0*d", 300, 0);
 	PUT("poold.conf", conf);

@@ -14,7 +14,7 @@ struct item {
 struct ctx {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool gate_open;		/* workers block on the gate until opened */
+	bool gate_open; /* workers block on the gate until opened */
 	int order[64];
 	atomic_int n;
 	atomic_int running;

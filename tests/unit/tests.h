@@ -18,44 +18,44 @@ struct test {
 static struct test tests_all[MAX_TESTS];
 static int tests_n;
 
-#define TEST(name)                                                                                       \
-	static void test_##name(int *failed_);                                                           \
-	__attribute__((constructor)) static void register_##name(void)                                   \
-	{                                                                                                \
-		tests_all[tests_n++] = (struct test){ #name, test_##name };                              \
-	}                                                                                                \
+#define TEST(name)                                                                                                     \
+	static void test_##name(int *failed_);                                                                         \
+	__attribute__((constructor)) static void register_##name(void)                                                 \
+	{                                                                                                              \
+		tests_all[tests_n++] = (struct test){ #name, test_##name };                                            \
+	}                                                                                                              \
 	static void test_##name(int *failed_)
 
-#define FAIL_AT(...)                                                                                     \
-	do {                                                                                             \
-		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                          \
-		fprintf(stderr, __VA_ARGS__);                                                            \
-		fputc('\n', stderr);                                                                     \
-		*failed_ = 1;                                                                            \
-		return;                                                                                  \
+#define FAIL_AT(...)                                                                                                   \
+	do {                                                                                                           \
+		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                                                        \
+		fprintf(stderr, __VA_ARGS__);                                                                          \
+		fputc('\n', stderr);                                                                                   \
+		*failed_ = 1;                                                                                          \
+		return;                                                                                                \
 	} while (0)
 
-#define ASSERT(c)                                                                                        \
-	do {                                                                                             \
-		if (!(c))                                                                                \
-			FAIL_AT("assertion failed: %s", #c);                                             \
+#define ASSERT(c)                                                                                                      \
+	do {                                                                                                           \
+		if (!(c))                                                                                              \
+			FAIL_AT("assertion failed: %s", #c);                                                           \
 	} while (0)
-#define ASSERT_EQ(a, b)                                                                                  \
-	do {                                                                                             \
-		long long a_ = (long long)(a), b_ = (long long)(b);                                      \
-		if (a_ != b_)                                                                            \
-			FAIL_AT("%s == %s: %lld != %lld", #a, #b, a_, b_);                               \
+#define ASSERT_EQ(a, b)                                                                                                \
+	do {                                                                                                           \
+		long long a_ = (long long)(a), b_ = (long long)(b);                                                    \
+		if (a_ != b_)                                                                                          \
+			FAIL_AT("%s == %s: %lld != %lld", #a, #b, a_, b_);                                             \
 	} while (0)
-#define ASSERT_STREQ(a, b)                                                                               \
-	do {                                                                                             \
-		const char *a_ = (a), *b_ = (b);                                                         \
-		if (!a_ || !b_ || strcmp(a_, b_) != 0)                                                   \
-			FAIL_AT("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
+#define ASSERT_STREQ(a, b)                                                                                             \
+	do {                                                                                                           \
+		const char *a_ = (a), *b_ = (b);                                                                       \
+		if (!a_ || !b_ || strcmp(a_, b_) != 0)                                                                 \
+			FAIL_AT("%s == %s: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");         \
 	} while (0)
-#define ASSERT_MEMEQ(a, alen, b, blen)                                                                   \
-	do {                                                                                             \
-		if ((size_t)(alen) != (size_t)(blen) || memcmp((a), (b), (blen)) != 0)                   \
-			FAIL_AT("%s differs from %s (%zu vs %zu bytes)", #a, #b, (size_t)(alen), (size_t)(blen)); \
+#define ASSERT_MEMEQ(a, alen, b, blen)                                                                                 \
+	do {                                                                                                           \
+		if ((size_t)(alen) != (size_t)(blen) || memcmp((a), (b), (blen)) != 0)                                 \
+			FAIL_AT("%s differs from %s (%zu vs %zu bytes)", #a, #b, (size_t)(alen), (size_t)(blen));      \
 	} while (0)
 
 int main(void)
