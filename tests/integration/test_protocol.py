@@ -91,7 +91,7 @@ def test_large_payload_to_slow_reader_does_not_block_workers(poold, tmp_path):
     one thread, other clients are still served meanwhile."""
     blob = os.urandom(8 << 20)
     (tmp_path / "big.bin").write_bytes(blob)
-    p = poold("[pool]\nthreads = 1\n[payload]\nfile = big.bin\n[session]\nmax_messages = 0\n")
+    p = poold("[pool]\nthreads = 1\n[payload]\nfile = big.bin\n[session]\nmax_messages = 0\nidle_timeout = 2m\n")
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect((p.host, p.port))
