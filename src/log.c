@@ -23,9 +23,13 @@
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <systemd/sd-journal.h>
+#include <time.h>
 
 #define QUEUE_MAX_RECORDS 8192
 #define QUEUE_MAX_BYTES   ((size_t)16 << 20)
+#define BATCH_RECORDS     64                  /* wake the log thread at once past this */
+#define BATCH_USEC        (2 * USEC_PER_MSEC) /* else gather events for this long */
+#define STDERR_BUF        65536               /* bytes of lines per write() */
 
 /* One queued event: the message and the client's bytes live in buf[]. */
 struct record {
@@ -79,7 +83,14 @@ struct log *log_new(void)
 		return NULL;
 	atomic_init(&l->level, LOG_INFO);
 	pthread_mutex_init(&l->lock, NULL);
-	pthread_cond_init(&l->cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&l->cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	if (force && strcmp(force, "journal") == 0)
 		l->journal = true;
 	else if (force && strcmp(force, "stderr") == 0)
@@ -126,29 +137,42 @@ bool log_journal(const struct log *l)
 	return l->journal;
 }
 
-static void log_stderr(struct log *l, int level, const char *msg)
+/* Formats "level: message\n" into buf (at most size bytes, cut lines keep
+ * their newline); returns the length. */
+static size_t format_line(char *buf, size_t size, int level, const char *msg)
 {
-	char line[2048];
-	int n;
+	int n = snprintf(buf, size, "%s: %s\n", level_names[level & 7], msg);
 
-	n = snprintf(line, sizeof(line), "%s: %s\n", level_names[level & 7], msg);
 	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(line)) {
-		n = sizeof(line) - 1;
-		line[n - 1] = '\n';
+		return 0;
+	if ((size_t)n >= size) {
+		n = (int)size - 1;
+		buf[n - 1] = '\n';
 	}
-	for (ssize_t off = 0; off < n;) {
-		ssize_t w = write(STDERR_FILENO, line + off, (size_t)(n - off));
+	return (size_t)n;
+}
+
+/* Writes whole lines to stderr; a failure drops them, counted by lines. */
+static void write_stderr(struct log *l, const char *buf, size_t len, unsigned lines)
+{
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(STDERR_FILENO, buf + off, len - off);
 
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
-			atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&l->dropped, lines, memory_order_relaxed);
 			return;
 		}
-		off += w;
+		off += (size_t)w;
 	}
+}
+
+static void log_stderr(struct log *l, int level, const char *msg)
+{
+	char line[2048];
+
+	write_stderr(l, line, format_line(line, sizeof(line), level, msg), 1);
 }
 
 /* snprintf()'s result clamped to what it actually wrote. */
@@ -207,9 +231,38 @@ static void emit(struct log *l, int level, const char *msgid, const struct log_c
 #undef ADDF
 }
 
+/* Writes a batch: stderr lines are gathered into few write()s, journal
+ * entries go one sd_journal_sendv() each. */
+static void write_batch(struct log *l, struct record *batch, char *buf)
+{
+	size_t len = 0;
+	unsigned lines = 0;
+
+	while (batch) {
+		struct record *next = batch->next;
+
+		if (l->journal) {
+			emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
+		} else {
+			if (len + 2048 > STDERR_BUF) {
+				write_stderr(l, buf, len, lines);
+				len = 0;
+				lines = 0;
+			}
+			len += format_line(buf + len, 2048, batch->level, batch->buf);
+			lines++;
+		}
+		free(batch);
+		batch = next;
+	}
+	if (len)
+		write_stderr(l, buf, len, lines);
+}
+
 static void *log_thread(void *arg)
 {
 	struct log *l = arg;
+	char *buf = malloc(STDERR_BUF);
 
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
@@ -220,18 +273,32 @@ static void *log_thread(void *arg)
 			pthread_cond_wait(&l->cond, &l->lock);
 		if (!l->head)
 			break;
+		/* Gather: one wake-up and one write for many events. */
+		if (!l->stop && l->records < BATCH_RECORDS) {
+			struct timespec ts;
+			uint64_t until = now_usec() + BATCH_USEC;
+
+			ts.tv_sec = (time_t)(until / USEC_PER_SEC);
+			ts.tv_nsec = (long)(until % USEC_PER_SEC) * 1000;
+			while (!l->stop && l->records < BATCH_RECORDS &&
+			       pthread_cond_timedwait(&l->cond, &l->lock, &ts) == 0)
+				;
+		}
 		batch = l->head;
 		l->head = l->tail = NULL;
 		l->records = 0;
 		l->bytes = 0;
 		pthread_mutex_unlock(&l->lock);
 
-		while (batch) {
-			struct record *next = batch->next;
-
-			emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
-			free(batch);
-			batch = next;
+		if (buf) {
+			write_batch(l, batch, buf);
+		} else {
+			/* No buffer: write line by line. */
+			for (struct record *next; batch; batch = next) {
+				next = batch->next;
+				emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
+				free(batch);
+			}
 		}
 		dropped = log_dropped(l);
 		if (dropped != l->reported && log_enabled(l, LOG_WARNING)) {
@@ -245,6 +312,7 @@ static void *log_thread(void *arg)
 		pthread_mutex_lock(&l->lock);
 	}
 	pthread_mutex_unlock(&l->lock);
+	free(buf);
 	return NULL;
 }
 
@@ -314,7 +382,9 @@ void log_event(struct log *l, int level, const char *msgid, const struct log_con
 		l->records++;
 		l->bytes += size;
 		queued = true;
-		if (was_empty)
+		/* The first event starts the log thread's gathering window; a
+		 * full batch ends it early. Nothing else needs a wake-up. */
+		if (was_empty || l->records == BATCH_RECORDS)
 			pthread_cond_signal(&l->cond);
 	}
 	pthread_mutex_unlock(&l->lock);

@@ -129,6 +129,10 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 			c->reason = "payload sent";
 			return SESSION_DONE;
 		}
+		/* A client answers only after it got the payload: a recv() now
+		 * would almost always fail with EAGAIN. Wait in epoll instead,
+		 * which reports at once if the client did send already. */
+		return SESSION_WANT_READ;
 	}
 	return step_read(c, log, scratch, now);
 }
