@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -81,7 +81,7 @@ unit-check: $(UNIT_BINS)
 ifeq ($(SANITIZE),)
 PYTEST_PATHS ?= tests --ignore=tests/package
 else
-PYTEST_PATHS ?= tests/unit tests/integration
+PYTEST_PATHS ?= tests/unit tests/integration tests/reliability
 endif
 check: WERROR = 1
 check: $(BIN) unit-check
@@ -117,10 +117,15 @@ package-check: $(BIN)
 # Measurements and long runs: never part of make check.
 bench: $(BIN)
 	$(PYTHON) tests/bench/run $(BENCH_ARGS)
+FUZZ_SECONDS ?= 60
+SOAK_SECONDS ?= 180
 fuzz:
-	tests/fuzz/run run $(or $(FUZZ_SECONDS),60)
+	tests/fuzz/run run $(FUZZ_SECONDS)
 soak: $(BIN)
-	$(PYTHON) tests/soak/run $(SOAK_ARGS)
+	POOLD_BIN=$(abspath $(BIN)) $(PYTHON) tests/soak/run --seconds $(SOAK_SECONDS)
+# The integration tests with poold under valgrind memcheck.
+valgrind-check: $(BIN)
+	tests/reliability/valgrind-check
 
 clean:
 	rm -rf build poold dist

@@ -203,6 +203,9 @@ int config_split_address(const char *s, char *host, size_t hostlen, char *port, 
 	}
 	if (hl == 0 || hl >= hostlen || strlen(colon + 1) >= portlen)
 		return -EINVAL;
+	/* Host names, IPv4/IPv6 literals (with %scope), or "*". */
+	if (strspn(h, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.:%_-*") < hl)
+		return -EINVAL;
 	if (parse_uint(colon + 1, 0, 65535, &v) < 0)
 		return -EINVAL;
 	memcpy(host, h, hl);

@@ -29,7 +29,9 @@
 #define QUEUE_MAX_BYTES   ((size_t)16 << 20)
 #define BATCH_RECORDS     64                  /* wake the log thread at once past this */
 #define BATCH_USEC        (2 * USEC_PER_MSEC) /* else gather events for this long */
-#define STDERR_BUF        65536               /* bytes of lines per write() */
+#define EXIT_FLUSH_SEC    2                   /* seconds the log thread gets to flush at exit */
+#define JOURNAL_SOCKET    "/run/systemd/journal/socket"
+#define STDERR_BUF        65536 /* bytes of lines per write() */
 
 /* One queued event: the message and the client's bytes live in buf[]. */
 struct record {
@@ -109,8 +111,17 @@ struct log *log_free(struct log *l)
 	l->stop = true;
 	pthread_cond_signal(&l->cond);
 	pthread_mutex_unlock(&l->lock);
-	if (l->running)
-		pthread_join(l->thread, NULL);
+	if (l->running) {
+		struct timespec ts;
+
+		/* A journald that does not read keeps the log thread in
+		 * sendmsg(): give it a moment to write what is queued, then
+		 * leave without it rather than hang the exit. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += EXIT_FLUSH_SEC;
+		if (pthread_timedjoin_np(l->thread, NULL, &ts) != 0)
+			return NULL;
+	}
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->lock);
 	free(l);
@@ -238,10 +249,14 @@ static void write_batch(struct log *l, struct record *batch, char *buf)
 	size_t len = 0;
 	unsigned lines = 0;
 
+	/* sd_journal_sendv() silently succeeds when journald's socket is gone:
+	 * look for it ourselves, once a batch, and fall back to stderr. */
+	bool journal = l->journal && access(JOURNAL_SOCKET, F_OK) == 0;
+
 	while (batch) {
 		struct record *next = batch->next;
 
-		if (l->journal) {
+		if (journal) {
 			emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
 		} else {
 			if (len + 2048 > STDERR_BUF) {

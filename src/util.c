@@ -110,7 +110,9 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	struct stat st;
 	size_t len = 0, cap;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* O_NONBLOCK: a FIFO put in a file's place must not hang the caller
+	 * (the reactor, on reload); fstat() below refuses it. */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0)

@@ -40,23 +40,23 @@ def free_port(family=socket.AF_INET, host="127.0.0.1"):
 
 def recv_exact(sock, n, timeout=5.0):
     sock.settimeout(timeout * slow_factor())
-    data = b""
+    data = bytearray()
     while len(data) < n:
-        chunk = sock.recv(n - len(data))
+        chunk = sock.recv(min(n - len(data), 1 << 20))
         if not chunk:
             break
         data += chunk
-    return data
+    return bytes(data)
 
 
 def recv_all(sock, timeout=5.0):
     """Reads until the server closes the connection."""
     sock.settimeout(timeout * slow_factor())
-    data = b""
+    data = bytearray()
     while True:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(1 << 20)
         if not chunk:
-            return data
+            return bytes(data)
         data += chunk
 
 

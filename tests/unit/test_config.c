@@ -155,6 +155,10 @@ TEST(errors_name_file_and_line)
 		  "poold.conf:2: address: \"::1:80\" is not host:port, [ipv6]:port or an absolute unix socket path" },
 		{ "[listen]\naddress = 1.2.3.4:65536\n", "poold.conf:2: address: \"1.2.3.4:65536\" is not host:port, "
 							 "[ipv6]:port or an absolute unix socket path" },
+		{ "[listen]\naddress = a;b:2\n",
+		  "poold.conf:2: address: \"a;b:2\" is not host:port, [ipv6]:port or an absolute unix socket path" },
+		{ "[listen]\naddress = [::1 ]:2\n",
+		  "poold.conf:2: address: \"[::1 ]:2\" is not host:port, [ipv6]:port or an absolute unix socket path" },
 		{ "[pool]\nthreads\n", "poold.conf:2: syntax error (expected [section], key = value or a comment)" },
 		{ "[pool\nthreads = 2\n", "poold.conf:1: syntax error (expected [section], key = value or a comment)" },
 		{ "[pool]\nthreads = 2\n  3\n", "poold.conf:3: threads: indented line continues a key that takes a "
