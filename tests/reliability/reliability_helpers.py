@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from harness import ROOT, TUTORIAL_PAYLOAD, poold_bin, slow_factor
+from harness import ROOT, TUTORIAL_PAYLOAD, poold_bin, recv_all, recv_exact, slow_factor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -135,23 +135,9 @@ def ci():
 
 
 def read_all(sock, timeout=10.0):
-    """Reads until EOF into a bytearray (harness.recv_all's `data +=` is
-    quadratic on multi-MiB payloads); returns bytes."""
-    sock.settimeout(timeout * slow_factor())
-    buf = bytearray()
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
+    """Reads until the server closes (harness.recv_all, a longer default)."""
+    return recv_all(sock, timeout)
 
 
 def read_exact(sock, n, timeout=10.0):
-    sock.settimeout(timeout * slow_factor())
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
+    return recv_exact(sock, n, timeout)
