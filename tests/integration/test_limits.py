@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from harness import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
+from harness import TUTORIAL_PAYLOAD, free_port, recv_all, recv_exact, slow_factor
 
 
 def test_idle_timeout_closes_silent_client(poold):
@@ -176,3 +176,19 @@ def test_fd_exhaustion_neither_spins_nor_kills(poold):
         time.sleep(0.1)
     assert p.fd_count() == base
     assert p.proc.poll() is None
+
+
+def test_per_source_counts_ipv4_on_dual_stack_by_ipv4_address(poold):
+    """On a [::] socket, IPv4 clients arrive as ::ffff:a.b.c.d; they are
+    limited (and logged) by their IPv4 address, apart from IPv6 ones."""
+    port = free_port(socket.AF_INET6, "::")
+    p = poold(f"[limits]\nper_source = 1\n[listen]\naddress = [::]:{port}\n")
+    first = socket.create_connection(("127.0.0.1", port), timeout=5)
+    assert recv_exact(first, 26) == TUTORIAL_PAYLOAD
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as second:
+        assert recv_all(second) == b""
+    line = p.wait_log(r"Refused connection from .*per_source")[0]
+    assert "Refused connection from 127.0.0.1:" in line and "ffff" not in line
+    with socket.create_connection(("::1", port), timeout=5) as v6:
+        assert recv_exact(v6, 26) == TUTORIAL_PAYLOAD
+    first.close()
