@@ -104,6 +104,31 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 		char tmp[4];
 		size_t t = 0;
 		unsigned char c = p[i];
+		size_t run = 0;
+
+		/* Fast path: copy a run of plain printable bytes at once. */
+		while (i + run < len && p[i + run] >= 0x20 && p[i + run] < 0x7f && p[i + run] != '\\' &&
+		       p[i + run] != ';' && p[i + run] != '#')
+			run++;
+		if (run) {
+			/* Keep room for the NUL, and for "..." unless the data
+			 * ends with this run. */
+			size_t keep = i + run == len ? 1 : 4;
+			size_t room = size >= o + keep ? size - o - keep : 0;
+
+			if (run > room) {
+				room = size >= o + 4 ? size - o - 4 : 0;
+				memcpy(buf + o, p + i, room);
+				o += room;
+				if (o + 4 <= size)
+					memcpy(buf + o, "...", 3), o += 3;
+				break;
+			}
+			memcpy(buf + o, p + i, run);
+			o += run;
+			i += run - 1;
+			continue;
+		}
 
 		switch (c) {
 		case '\n':
@@ -128,7 +153,7 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 				tmp[t++] = hex[c >> 4], tmp[t++] = hex[c & 15];
 			}
 		}
-		if (o + t + 4 > size) {
+		if (o + t + (i + 1 == len ? 1 : 4) > size) {
 			if (o + 4 <= size)
 				memcpy(buf + o, "...", 3), o += 3;
 			break;

@@ -103,10 +103,14 @@ int pool_new(unsigned threads, unsigned queue_max, pool_fn fn, void *ctx, struct
 	return 0;
 }
 
-/* Queues an item. A fresh connection is refused with -EBUSY when queue_max
- * fresh ones are already waiting; the caller applies the overload policy. */
-int pool_submit(struct pool *p, struct pool_item *item, bool fresh)
+/* Queues an item. A fresh connection (POOL_FRESH) is refused with -EBUSY
+ * when queue_max fresh ones are already waiting; the caller applies the
+ * overload policy. POOL_NOWAKE leaves waking a worker to pool_wake(), so a
+ * caller queuing many items pays one wake-up for all of them. */
+int pool_submit(struct pool *p, struct pool_item *item, unsigned flags)
 {
+	bool fresh = flags & POOL_FRESH;
+
 	pthread_mutex_lock(&p->lock);
 	if (p->shutdown || (fresh && p->fresh >= p->queue_max)) {
 		pthread_mutex_unlock(&p->lock);
@@ -121,12 +125,21 @@ int pool_submit(struct pool *p, struct pool_item *item, bool fresh)
 	p->tail = item;
 	p->waiting++;
 	p->fresh += fresh;
-	/* Wake one sleeper only if there is one: a busy pool takes the
-	 * item on its next loop without a futex call. */
-	if (p->idle)
+	/* Wake a sleeper only if there is one: a busy pool takes the item
+	 * on its next loop without a futex call. */
+	if (p->idle && !(flags & POOL_NOWAKE))
 		pthread_cond_signal(&p->cond);
 	pthread_mutex_unlock(&p->lock);
 	return 0;
+}
+
+/* Wakes as many idle workers as there are items waiting. */
+void pool_wake(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	for (unsigned i = 0; i < p->idle && i < p->waiting; i++)
+		pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
 }
 
 /* Grows or shrinks the pool; from the thread that owns the pool only.

@@ -21,7 +21,10 @@ struct pool_stats {
 typedef void (*pool_fn)(struct pool_item *item, void *ctx, void **scratch);
 
 int pool_new(unsigned threads, unsigned queue_max, pool_fn fn, void *ctx, struct pool **ret);
-int pool_submit(struct pool *p, struct pool_item *item, bool fresh);
+enum { POOL_FRESH = 1, POOL_NOWAKE = 2 };
+
+int pool_submit(struct pool *p, struct pool_item *item, unsigned flags);
+void pool_wake(struct pool *p);
 int pool_resize(struct pool *p, unsigned threads, unsigned queue_max);
 void pool_stats(struct pool *p, struct pool_stats *ret);
 struct pool *pool_free(struct pool *p);

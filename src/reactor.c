@@ -95,6 +95,27 @@ static struct source **source_slot(struct reactor *r, const unsigned char key[17
 	return s;
 }
 
+/* Writes a.b.c.d:port without printf (this runs for every accept). */
+static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size_t len)
+{
+	char buf[24], *p = buf;
+	unsigned v[5] = { a[0], a[1], a[2], a[3], port };
+
+	for (int i = 0; i < 5; i++) {
+		char digits[6];
+		int n = 0;
+
+		do
+			digits[n++] = (char)('0' + v[i] % 10);
+		while (v[i] /= 10);
+		while (n)
+			*p++ = digits[--n];
+		*p++ = i < 3 ? '.' : ':';
+	}
+	p[-1] = '\0';
+	snprintf(out, len, "%s", buf);
+}
+
 /* Makes "addr:port" and the per-source key; IPv4 clients of a dual-stack
  * socket count as IPv4, not as ::ffff:a.b.c.d. */
 static void describe_peer(const struct sockaddr_storage *ss, char *remote, size_t len, unsigned char key[17])
@@ -108,8 +129,7 @@ static void describe_peer(const struct sockaddr_storage *ss, char *remote, size_
 		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
 			key[0] = AF_INET;
 			memcpy(key + 1, &s6->sin6_addr.s6_addr[12], 4);
-			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], host, sizeof(host));
-			snprintf(remote, len, "%s:%u", host, ntohs(s6->sin6_port));
+			format_ipv4(key + 1, ntohs(s6->sin6_port), remote, len);
 		} else {
 			key[0] = AF_INET6;
 			memcpy(key + 1, &s6->sin6_addr, 16);
@@ -121,8 +141,7 @@ static void describe_peer(const struct sockaddr_storage *ss, char *remote, size_
 
 		key[0] = AF_INET;
 		memcpy(key + 1, &s4->sin_addr, 4);
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
-		snprintf(remote, len, "%s:%u", host, ntohs(s4->sin_port));
+		format_ipv4(key + 1, ntohs(s4->sin_port), remote, len);
 	} else {
 		key[0] = AF_UNIX;
 		snprintf(remote, len, "unix");
@@ -247,7 +266,7 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 	if (log_enabled(r->log, LOG_DEBUG))
 		log_event(r->log, LOG_DEBUG, NULL, &(struct log_conn){ .id = c->id, .remote = c->remote },
 			  "Accepted connection %" PRIu64 " from %s", c->id, c->remote);
-	if (pool_submit(r->pool, &c->item, true) < 0) {
+	if (pool_submit(r->pool, &c->item, POOL_FRESH | POOL_NOWAKE) < 0) {
 		/* The waiting room is full: undo and refuse. */
 		c->reason = "refused";
 		c->fd = -1;
@@ -302,7 +321,7 @@ static void on_conn(struct reactor *r, struct conn *c)
 	c->parked = false;
 	atomic_fetch_sub_explicit(&r->parked, 1, memory_order_relaxed);
 	pthread_mutex_unlock(&c->lock);
-	pool_submit(r->pool, &c->item, false);
+	pool_submit(r->pool, &c->item, POOL_NOWAKE);
 }
 
 /* Worker side: waits for the client without a thread. */
@@ -390,12 +409,13 @@ static void sweep(struct reactor *r, uint64_t now, bool all)
 			if (all)
 				c->reason = "poold is stopping";
 			pthread_mutex_unlock(&c->lock);
-			pool_submit(r->pool, &c->item, false);
+			pool_submit(r->pool, &c->item, POOL_NOWAKE);
 			continue;
 		}
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_unlock(&r->reg_lock);
+	pool_wake(r->pool);
 }
 
 static uint64_t sweep_interval(const struct config *c)
@@ -598,6 +618,9 @@ int reactor_run(struct reactor *r)
 			} else
 				on_conn(r, ev[i].data.ptr);
 		}
+		/* Everything this batch queued: one wake-up per idle worker
+		 * needed, not one per connection. */
+		pool_wake(r->pool);
 	}
 	log_event(r->log, LOG_NOTICE, MSGID_STOPPED, NULL, "Stopped: %" PRIu64 " served, %" PRIu64 " refused.",
 		  (uint64_t)atomic_load(&r->served), (uint64_t)atomic_load(&r->refused));

@@ -105,3 +105,28 @@ TEST(load_file_errors)
 	unlink(path);
 	ASSERT(out == NULL);
 }
+
+TEST(escape_cuts_cleanly_at_every_size)
+{
+	static const char in[] = "plain text;\x01 more\\text#\xff end of it";
+	char full[256], out[256];
+	size_t flen = payload_escape(in, sizeof(in) - 1, full, sizeof(full));
+
+	ASSERT(strstr(full, "...") == NULL);
+	for (size_t size = 1; size <= flen + 1; size++) {
+		size_t n;
+
+		memset(out, 'Z', sizeof(out));
+		n = payload_escape(in, sizeof(in) - 1, out, size);
+		ASSERT(n < size);
+		ASSERT_EQ(strlen(out), n);
+		ASSERT_EQ(out[size], 'Z'); /* nothing written past size */
+		if (size == flen + 1) {
+			ASSERT_STREQ(out, full);
+		} else if (n >= 3) {
+			/* A prefix of the full rendering, then "...". */
+			ASSERT(strcmp(out + n - 3, "...") == 0);
+			ASSERT(strncmp(out, full, n - 3) == 0);
+		}
+	}
+}

@@ -78,7 +78,7 @@ TEST(fifo_order_with_one_worker)
 	ASSERT_EQ(pool_new(1, 100, work, c, &p), 0);
 	for (int i = 0; i < 10; i++) {
 		items[i].value = i;
-		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH), 0);
 	}
 	wait_done(p, 10);
 	p = pool_free(p);
@@ -98,20 +98,20 @@ TEST(queue_max_refuses_fresh_items_only)
 
 	ASSERT_EQ(pool_new(1, 2, work, c, &p), 0);
 	items[0].value = 0;
-	ASSERT_EQ(pool_submit(p, &items[0].it, true), 0);
+	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
 	/* Wait until the worker holds item 0 at the gate. */
 	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
 		usleep(1000);
 	ASSERT_EQ(atomic_load(&c->running), 1);
 	for (int i = 1; i < 3; i++) {
 		items[i].value = i;
-		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH), 0);
 	}
 	items[3].value = 3;
-	ASSERT_EQ(pool_submit(p, &items[3].it, true), -EBUSY);
+	ASSERT_EQ(pool_submit(p, &items[3].it, POOL_FRESH), -EBUSY);
 	/* Work on admitted connections is never refused. */
 	items[4].value = 4;
-	ASSERT_EQ(pool_submit(p, &items[4].it, false), 0);
+	ASSERT_EQ(pool_submit(p, &items[4].it, 0), 0);
 	pool_stats(p, &st);
 	ASSERT_EQ(st.threads, 1);
 	ASSERT_EQ(st.busy, 1);
@@ -134,7 +134,7 @@ TEST(resize_grows_and_shrinks)
 	ASSERT_EQ(pool_resize(p, 8, 100), 0);
 	for (int i = 0; i < 8; i++) {
 		items[i].value = i;
-		ASSERT_EQ(pool_submit(p, &items[i].it, true), 0);
+		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH), 0);
 	}
 	for (int i = 0; i < 5000 && atomic_load(&c->running) < 8; i++)
 		usleep(1000);
@@ -148,10 +148,35 @@ TEST(resize_grows_and_shrinks)
 	ASSERT_EQ(pool_resize(p, 1025, 100), -ERANGE);
 	/* Still works after shrinking. */
 	items[0].value = 42;
-	ASSERT_EQ(pool_submit(p, &items[0].it, true), 0);
+	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
 	wait_done(p, 9);
 	pool_free(p);
 	ASSERT_EQ(c->order[8], 42);
+	free(c);
+}
+
+TEST(nowake_items_run_after_pool_wake)
+{
+	struct ctx *c = ctx_new(true);
+	struct item items[4];
+	struct pool_stats st;
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(2, 100, work, c, &p), 0);
+	/* Let both workers go to sleep first. */
+	usleep(50000);
+	for (int i = 0; i < 4; i++) {
+		items[i].value = i;
+		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH | POOL_NOWAKE), 0);
+	}
+	usleep(50000);
+	pool_stats(p, &st);
+	ASSERT_EQ(st.done, 0);
+	ASSERT_EQ(st.waiting, 4);
+	pool_wake(p);
+	wait_done(p, 4);
+	pool_free(p);
+	ASSERT_EQ(atomic_load(&c->n), 4);
 	free(c);
 }
 
