@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check bench-quick profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -117,6 +117,11 @@ package-check: $(BIN)
 # Measurements and long runs: never part of make check.
 bench: $(BIN)
 	$(PYTHON) tests/bench/run $(BENCH_ARGS)
+bench-quick: $(BIN)
+	$(PYTHON) tests/bench/run --quick
+# callgrind and perf profiles of poold under W1 and W2.
+profile: $(BIN)
+	POOLD_BIN=$(abspath $(BIN)) tests/bench/profile $(PROFILE_DIR)
 FUZZ_SECONDS ?= 60
 SOAK_SECONDS ?= 180
 fuzz:

@@ -8,7 +8,7 @@ systemd systemd-container util-linux iproute2 procps file binutils
 debhelper dpkg-dev fakeroot lintian debootstrap rpm rpmlint
 mandoc groff-base man-db
 nginx-light libnginx-mod-stream
-clang clang-format libclang-rt-dev valgrind"
+clang clang-format libclang-rt-dev valgrind linux-perf"
 FEDORA_PKGS="gcc make pkgconf systemd-devel inih-devel python3 python3-pytest
 systemd systemd-container util-linux iproute procps-ng rpm-build rpmlint
 mandoc groff-base man-db nginx nginx-mod-stream clang clang-tools-extra compiler-rt valgrind"

@@ -1,0 +1,166 @@
+"""Smoke test of the bench: loadgen works and checks the payload, and the
+harness runs end to end in --quick mode. No timing is ever asserted here."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PAYLOAD = "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na."
+CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+
+
+@pytest.fixture(scope="module")
+def bindir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench-bin")
+    for name in ("loadgen", "bare_epoll", "tutorial_inetd"):
+        subprocess.run(["cc"] + CFLAGS + ["-o", str(d / name), os.path.join(HERE, name + ".c")],
+                       check=True, timeout=120)
+    return d
+
+
+def free_port():
+    for _ in range(100):
+        port = 20000 + int.from_bytes(os.urandom(2), "little") % 10000
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise RuntimeError("no free port")
+
+
+def wait_listening(addr, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if addr.startswith("/"):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect(addr)
+            else:
+                s = socket.create_connection(("127.0.0.1", int(addr.rsplit(":", 1)[1])), 1)
+            s.recv(64)
+            s.close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("server did not start on %s" % addr)
+
+
+@pytest.fixture
+def bare(bindir, tmp_path):
+    """bare_epoll on a TCP port and a unix socket; stopped by PID."""
+    procs = []
+
+    def start(addr):
+        p = subprocess.Popen([str(bindir / "bare_epoll"), addr, "10"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        wait_listening(addr)
+        return addr
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait(5)
+
+
+def loadgen(bindir, *args, timeout=30):
+    r = subprocess.run([str(bindir / "loadgen")] + list(args), capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    assert len(lines) == 1, r.stdout
+    return json.loads(lines[0][len("RESULT "):]), r.stdout
+
+
+def test_loadgen_serves_w1_and_prints_a_summary(bindir, bare):
+    addr = bare("127.0.0.1:%d" % free_port())
+    res, out = loadgen(bindir, "-C", "-c", "4", "-n", "200", "-e", PAYLOAD, addr)
+    assert res["ok"] == 200 and res["errors_total"] == 0 and res["unfinished"] == 0
+    assert res["ttp_us"]["n"] == 200 and res["session_us"]["n"] == 200
+    for key in ("p50", "p90", "p99", "max"):
+        assert key in res["ttp_us"] and key in res["session_us"]
+    assert "connections/s" in out and "time to payload" in out
+
+
+def test_loadgen_runs_the_tutorial_protocol_over_unix_socket(bindir, bare, tmp_path):
+    addr = bare(str(tmp_path / "bare.sock"))
+    res, _ = loadgen(bindir, "-q", "-c", "3", "-n", "30", "-m", "10", "-s", "16",
+                     "-i", "1", "-l", "26", addr)
+    assert res["ok"] == 30 and res["errors_total"] == 0
+
+
+def test_loadgen_counts_a_long_payload(bindir, bare):
+    addr = bare("127.0.0.1:%d" % free_port())
+    res, _ = loadgen(bindir, "-q", "-C", "-c", "2", "-n", "10", "-l", "25", addr)
+    assert res["ok"] == 0 and res["errors"]["long_payload"] == 10
+
+
+def test_loadgen_counts_a_short_payload(bindir, bare):
+    addr = bare("127.0.0.1:%d" % free_port())
+    res, _ = loadgen(bindir, "-q", "-C", "-c", "2", "-n", "4", "-l", "27", "-t", "0.3", addr)
+    assert res["ok"] == 0 and res["errors"]["short_payload"] == 4
+
+
+def test_loadgen_counts_wrong_payload_bytes(bindir, bare):
+    addr = bare("127.0.0.1:%d" % free_port())
+    res, _ = loadgen(bindir, "-q", "-C", "-n", "3", "-e", PAYLOAD.replace("I7", "I8"), addr)
+    assert res["ok"] == 0 and res["errors"]["bad_payload"] == 3
+
+
+def test_loadgen_counts_refused_connections(bindir):
+    res, _ = loadgen(bindir, "-q", "-C", "-n", "5", "127.0.0.1:%d" % free_port())
+    assert res["ok"] == 0 and res["errors"]["connect_refused"] == 5
+
+
+def test_loadgen_holds_idle_clients(bindir, bare):
+    addr = bare("127.0.0.1:%d" % free_port())
+    res, _ = loadgen(bindir, "-q", "-c", "2", "-n", "20", "-m", "2", "-k", "25", addr)
+    assert res["idle"]["requested"] == 25 and res["idle"]["connected"] == 25
+    assert res["idle"]["payload"] == 25 and res["idle"]["closed_by_server"] == 0
+    assert res["ok"] == 20
+
+
+def test_loadgen_is_bounded_in_time(bindir):
+    # A listener that never accepts nor sends: every session must time out.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    try:
+        res, _ = loadgen(bindir, "-q", "-C", "-c", "2", "-d", "0.2", "-t", "0.2",
+                         "127.0.0.1:%d" % s.getsockname()[1], timeout=10)
+    finally:
+        s.close()
+    assert res["ok"] == 0 and res["errors"]["timeout_payload"] >= 2
+
+
+def test_loadgen_rejects_bad_options(bindir):
+    r = subprocess.run([str(bindir / "loadgen"), "-c", "x", "127.0.0.1:1"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "concurrency" in r.stderr
+
+
+def test_harness_quick_mode_writes_a_table(bindir, tmp_path):
+    out = tmp_path / "RESULTS.md"
+    servers = "bare"
+    poold = os.environ.get("POOLD_BIN", os.path.join(ROOT, "poold"))
+    if os.access(poold, os.X_OK):
+        servers += ",poold-nolog"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "run"), "--quick",
+                        "--servers", servers, "--bindir", str(bindir), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| W1 | 16 | bare epoll" in r.stdout and "| W2 | 16 | bare epoll" in r.stdout
+    text = out.read_text()
+    assert "Machine:" in text and "kernel:" in text and "| workload |" in text
+    if "poold" in servers:
+        assert "poold (messages=no)" in text
