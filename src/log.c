@@ -9,8 +9,8 @@
  * and queues it for the log thread, which does the writing. A journald that
  * is slow, stopped or gone fills the bounded queue; further events are
  * dropped and counted (log_dropped(), shown in STATUS=), never waited for.
- * Before log_start() (start-up, before sd_listen_fds()) and after log_free()
- * begins, events are written synchronously. */
+ * Before log_start() (start-up, before sd_listen_fds()) events are written
+ * synchronously; once log_free() begins, new events are dropped and counted. */
 #include "log.h"
 #include "util.h"
 
@@ -39,7 +39,6 @@ struct record {
 	int level;
 	const char *msgid;    /* static string or NULL */
 	struct log_conn conn; /* remote and data point into buf[] */
-	size_t size;          /* bytes of this allocation */
 	char buf[];           /* message NUL, remote NUL, data */
 };
 
@@ -143,11 +142,6 @@ bool log_enabled(const struct log *l, int level)
 	return level <= atomic_load_explicit(&l->level, memory_order_relaxed);
 }
 
-bool log_journal(const struct log *l)
-{
-	return l->journal;
-}
-
 /* Formats "level: message\n" into buf (at most size bytes, cut lines keep
  * their newline); returns the length. */
 static size_t format_line(char *buf, size_t size, int level, const char *msg)
@@ -199,6 +193,7 @@ static void emit(struct log *l, int level, const char *msgid, const struct log_c
 {
 	char full[1100], prio[16], conn[40], bytes[40], dur[48], id[48];
 	char remote[80];
+	_cleanup_free_ char *field = NULL;
 	struct iovec iov[10];
 	size_t n = 0;
 
@@ -223,9 +218,11 @@ static void emit(struct log *l, int level, const char *msgid, const struct log_c
 		if (c->duration_usec)
 			ADDF(dur, "POOLD_DURATION_USEC=%" PRIu64, c->duration_usec);
 		if (c->data) {
+			/* One iovec per field: the key and the client's bytes
+			 * must be one buffer. */
 			static const char key[] = "POOLD_MESSAGE=";
-			_cleanup_free_ char *field = malloc(sizeof(key) - 1 + c->data_len);
 
+			field = malloc(sizeof(key) - 1 + c->data_len);
 			if (!field) {
 				atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
 				return;
@@ -233,9 +230,6 @@ static void emit(struct log *l, int level, const char *msgid, const struct log_c
 			memcpy(field, key, sizeof(key) - 1);
 			memcpy(field + sizeof(key) - 1, c->data, c->data_len);
 			ADD(field, sizeof(key) - 1 + c->data_len);
-			if (sd_journal_sendv(iov, (int)n) < 0)
-				atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
-			return;
 		}
 	}
 	if (sd_journal_sendv(iov, (int)n) < 0)
@@ -279,7 +273,7 @@ static void write_batch(struct log *l, struct record *batch, char *buf)
 static void *log_thread(void *arg)
 {
 	struct log *l = arg;
-	char *buf = malloc(STDERR_BUF);
+	char buf[STDERR_BUF]; /* a default thread stack is 2 MiB or more */
 
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
@@ -307,16 +301,7 @@ static void *log_thread(void *arg)
 		l->bytes = 0;
 		pthread_mutex_unlock(&l->lock);
 
-		if (buf) {
-			write_batch(l, batch, buf);
-		} else {
-			/* No buffer: write line by line. */
-			for (struct record *next; batch; batch = next) {
-				next = batch->next;
-				emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
-				free(batch);
-			}
-		}
+		write_batch(l, batch, buf);
 		dropped = log_dropped(l);
 		if (dropped != l->reported && log_enabled(l, LOG_WARNING)) {
 			char msg[128];
@@ -329,7 +314,6 @@ static void *log_thread(void *arg)
 		pthread_mutex_lock(&l->lock);
 	}
 	pthread_mutex_unlock(&l->lock);
-	free(buf);
 	return NULL;
 }
 
@@ -375,7 +359,6 @@ void log_event(struct log *l, int level, const char *msgid, const struct log_con
 	rec->next = NULL;
 	rec->level = level;
 	rec->msgid = msgid;
-	rec->size = size;
 	rec->conn = c ? *c : (struct log_conn){ 0 };
 	memcpy(rec->buf, msg, mlen);
 	if (rlen) {

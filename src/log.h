@@ -31,7 +31,6 @@ int log_start(struct log *l);
 unsigned long log_dropped(struct log *l);
 void log_set_level(struct log *l, int level);
 bool log_enabled(const struct log *l, int level);
-bool log_journal(const struct log *l);
 void log_event(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 

@@ -161,10 +161,7 @@ static int run(int argc, char **argv)
 
 	/* Before any thread: the mask is inherited, and sd_listen_fds() unsets
 	 * the environment, which is not thread-safe. */
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGHUP);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
+	handled_signals(&mask);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 

@@ -164,13 +164,3 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 	buf[o] = '\0';
 	return o;
 }
-
-char *payload_escape_alloc(const void *data, size_t len)
-{
-	size_t size = len * 4 + 4;
-	char *buf = malloc(size);
-
-	if (buf)
-		payload_escape(data, len, buf, size);
-	return buf;
-}

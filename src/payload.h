@@ -10,6 +10,5 @@
 int payload_unescape(const char *s, char **ret, size_t *ret_len, size_t *ret_errpos);
 int payload_load_file(const char *path, char **ret, size_t *ret_len);
 size_t payload_escape(const void *data, size_t len, char *buf, size_t size);
-char *payload_escape_alloc(const void *data, size_t len);
 
 #endif

@@ -20,7 +20,6 @@ struct worker {
 	struct pool *pool;
 	unsigned index;
 	pthread_t thread;
-	bool running;
 };
 
 struct pool {
@@ -161,7 +160,6 @@ int pool_resize(struct pool *p, unsigned threads, unsigned queue_max)
 		struct worker *w = &p->workers[--p->nworkers];
 
 		pthread_join(w->thread, NULL);
-		w->running = false;
 	}
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 512 * 1024);
@@ -173,7 +171,6 @@ int pool_resize(struct pool *p, unsigned threads, unsigned queue_max)
 		r = -pthread_create(&w->thread, &attr, worker_main, w);
 		if (r < 0)
 			break;
-		w->running = true;
 		p->nworkers++;
 	}
 	pthread_attr_destroy(&attr);

@@ -293,13 +293,7 @@ static void on_listener(struct reactor *r, size_t idx)
 				continue;
 			case EAGAIN:
 				return;
-			case EMFILE:
-			case ENFILE:
-			case ENOBUFS:
-			case ENOMEM:
-				accept_overloaded(r, lfd, errno);
-				return;
-			default:
+			default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM and the rest */
 				accept_overloaded(r, lfd, errno);
 				return;
 			}
@@ -612,10 +606,9 @@ int reactor_run(struct reactor *r)
 
 			if (tag == TAG_SIGNAL)
 				on_signal(r);
-			else if (tag & 1) {
-				if (r->accepting)
-					on_listener(r, (size_t)(tag >> 2));
-			} else
+			else if (tag & 1)
+				on_listener(r, (size_t)(tag >> 2));
+			else
 				on_conn(r, ev[i].data.ptr);
 		}
 		/* Everything this batch queued: one wake-up per idle worker
@@ -646,10 +639,7 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	r->watchdog_usec = notify_watchdog_usec();
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGHUP);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
+	handled_signals(&mask);
 	r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (r->sigfd < 0 || r->epfd < 0 || epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev) < 0) {

@@ -18,6 +18,16 @@ uint64_t now_usec(void)
 	return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/* The signals poold handles (through the reactor's signalfd): main.c
+ * blocks exactly these in every thread before the first one starts. */
+void handled_signals(sigset_t *ret)
+{
+	sigemptyset(ret);
+	sigaddset(ret, SIGHUP);
+	sigaddset(ret, SIGTERM);
+	sigaddset(ret, SIGINT);
+}
+
 /* Parses the leading decimal digits of s; *end points past them. -ERANGE on
  * overflow, -EINVAL when there are no digits. */
 static int parse_digits(const char *s, uint64_t *ret, const char **end)

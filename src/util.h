@@ -4,6 +4,7 @@
 #define POOLD_UTIL_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,16 +30,8 @@ static inline void closep(int *fd)
 #define _cleanup_free_  __attribute__((cleanup(freep)))
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 
-/* Returns the fd's previous value and leaves -1 behind, for handing an fd
- * out of a _cleanup_close_ variable. */
-static inline int take_fd(int *fd)
-{
-	int r = *fd;
-	*fd = -1;
-	return r;
-}
-
 uint64_t now_usec(void);
+void handled_signals(sigset_t *ret);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 int parse_duration(const char *s, uint64_t *ret_usec);
 int parse_bool(const char *s, bool *ret);
