@@ -30,8 +30,8 @@ struct pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct pool_item *head, *tail;
-	unsigned waiting; /* items in the queue */
-	unsigned fresh;   /* of which fresh connections */
+	atomic_uint waiting; /* items in the queue; read without the lock by pool_has_waiting() */
+	unsigned fresh;      /* of which fresh connections */
 	unsigned queue_max;
 	unsigned target; /* workers with index >= target exit */
 	unsigned idle;   /* workers blocked in cond_wait */
@@ -64,7 +64,7 @@ static void *worker_main(void *arg)
 		p->head = it->next;
 		if (!p->head)
 			p->tail = NULL;
-		p->waiting--;
+		atomic_fetch_sub_explicit(&p->waiting, 1, memory_order_relaxed);
 		if (it->fresh)
 			p->fresh--;
 		p->busy++;
@@ -108,7 +108,7 @@ int pool_new(unsigned threads, unsigned queue_max, pool_fn fn, void *ctx, struct
  * caller queuing many items pays one wake-up for all of them. */
 int pool_submit(struct pool *p, struct pool_item *item, unsigned flags)
 {
-	bool fresh = flags & POOL_FRESH;
+	bool fresh = flags & POOL_FRESH, wake;
 
 	pthread_mutex_lock(&p->lock);
 	if (p->shutdown || (fresh && p->fresh >= p->queue_max)) {
@@ -122,23 +122,39 @@ int pool_submit(struct pool *p, struct pool_item *item, unsigned flags)
 	else
 		p->head = item;
 	p->tail = item;
-	p->waiting++;
+	atomic_fetch_add_explicit(&p->waiting, 1, memory_order_relaxed);
 	p->fresh += fresh;
 	/* Wake a sleeper only if there is one: a busy pool takes the item
 	 * on its next loop without a futex call. */
-	if (p->idle && !(flags & POOL_NOWAKE))
-		pthread_cond_signal(&p->cond);
+	wake = p->idle && !(flags & POOL_NOWAKE);
 	pthread_mutex_unlock(&p->lock);
+	if (wake)
+		pthread_cond_signal(&p->cond);
 	return 0;
 }
 
-/* Wakes as many idle workers as there are items waiting. */
+/* Wakes as many idle workers as there are items waiting. The signals go out
+ * after the unlock: a worker woken while the lock is still held would only
+ * block on it again (on one CPU, a switch there and back). Items are queued
+ * under the lock and sleepers re-check the queue, so no wake-up is lost. */
 void pool_wake(struct pool *p)
 {
+	unsigned n;
+
 	pthread_mutex_lock(&p->lock);
-	for (unsigned i = 0; i < p->idle && i < p->waiting; i++)
-		pthread_cond_signal(&p->cond);
+	n = atomic_load_explicit(&p->waiting, memory_order_relaxed);
+	if (n > p->idle)
+		n = p->idle;
 	pthread_mutex_unlock(&p->lock);
+	while (n--)
+		pthread_cond_signal(&p->cond);
+}
+
+/* Whether other work is queued: a hint (read without the lock) for a worker
+ * deciding between requeuing a connection and parking it. */
+bool pool_has_waiting(struct pool *p)
+{
+	return atomic_load_explicit(&p->waiting, memory_order_relaxed) > 0;
 }
 
 /* Grows or shrinks the pool; from the thread that owns the pool only.
@@ -187,7 +203,7 @@ void pool_stats(struct pool *p, struct pool_stats *ret)
 	pthread_mutex_lock(&p->lock);
 	ret->threads = p->target;
 	ret->busy = p->busy;
-	ret->waiting = p->waiting;
+	ret->waiting = atomic_load_explicit(&p->waiting, memory_order_relaxed);
 	pthread_mutex_unlock(&p->lock);
 	ret->done = atomic_load_explicit(&p->done, memory_order_relaxed);
 }

@@ -22,6 +22,7 @@ struct conn {
 	bool parked;              /* armed in epoll, owned by the reactor */
 	bool in_epoll;
 	bool expired; /* the reactor saw a deadline pass */
+	bool looked;  /* requeued once for another look since its last progress */
 	int fd;
 	int state; /* CONN_* */
 	uint64_t id;

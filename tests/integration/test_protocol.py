@@ -2,6 +2,7 @@
 standalone and under systemd-socket-activate, TCP v4/v6 and unix sockets."""
 import os
 import pickle
+import re
 import socket
 import time
 
@@ -173,3 +174,43 @@ def test_binary_client_bytes_are_escaped_in_log(poold):
     assert line.endswith('"\\x1b[2J\\x00\\xff\\xfe\\x3b\\x23\\\\"')
     assert "\x1b" not in "".join(p.log())
     s.close()
+
+
+def test_busy_pool_serves_prompt_and_late_clients_alike(poold):
+    """With one worker and a queue that is never empty, a conn waiting for
+    its client is requeued for another look before it is parked: clients
+    that answer at once and clients that answer late must both get their
+    payload, and every message of every client must be logged once."""
+    p = poold("[pool]\nthreads = 1\n[session]\nmax_messages = 3\n[log]\nmessages = yes\n")
+    clients, per_round = [], 50
+    for rnd in range(4):  # bounded: 200 clients in all
+        socks = [p.connect() for _ in range(per_round)]
+        for i, s in enumerate(socks):
+            assert recv_exact(s, 26) == TUTORIAL_PAYLOAD
+            late = i % 2 == 1
+            clients.append((s, late, b"r%dc%d" % (rnd, i)))
+        # Prompt clients answer now, in a burst, while the pool is busy.
+        for s, late, tag in clients[-per_round:]:
+            if not late:
+                s.send(tag + b"-1")
+        time.sleep(0.1)
+    # Late clients answer only now, long after their conn had to be parked.
+    for s, late, tag in clients:
+        if late:
+            s.send(tag + b"-1")
+    for s, late, tag in clients:
+        time.sleep(0.001)
+        s.send(tag + b"-2")
+    for s, _, _ in clients:
+        s.shutdown(socket.SHUT_WR)
+    for s, _, _ in clients:
+        assert recv_all(s, timeout=10) == b""
+        s.close()
+    lines = p.wait_log(r"Closed connection \d+ from", count=len(clients), timeout=20)
+    # The two sends of one client may arrive as one read: 1 or 2 messages.
+    assert all(re.search(r"sent 26 of 26 bytes, [12] messages \((\d+) bytes\) received, closed by client", l)
+               for l in lines), [l for l in lines if "closed by client" not in l][:3]
+    received = "|".join(l.split('"')[1] for l in p.log() if "Received message" in l)
+    for _, _, tag in clients:
+        assert received.count(tag.decode() + "-1") == 1
+        assert received.count(tag.decode() + "-2") == 1
