@@ -138,6 +138,22 @@ def test_runs_as_dynamic_user_without_network(box):
     assert r["ok"] and r["bytes"] == TUTORIAL_PAYLOAD
 
 
+def test_every_thread_runs_sched_batch(box):
+    """CPUSchedulingPolicy=batch reaches the reactor, the log thread and
+    every worker, including workers a reload adds."""
+    assert box.get()["ok"]
+    box.c.write_file("/etc/poold/poold.conf", b"[pool]\nthreads = 6\n")
+    box.sh("systemctl reload poold.service")
+    assert box.get()["ok"]
+    pid = box.main_pid()
+    tids = box.sh("ls /proc/%d/task" % pid).split()
+    assert len(tids) == 1 + 1 + 6, tids  # reactor, log thread, workers
+    for tid in tids:
+        stat = box.c.read_file("/proc/%d/task/%s/stat" % (pid, tid)).decode()
+        policy = int(stat.rsplit(")", 1)[1].split()[38])  # field 41 of stat(5)
+        assert policy == 3, (tid, policy)  # SCHED_BATCH
+
+
 def test_reload_applies_new_payload_and_threads_keeps_session(box):
     assert box.get()["bytes"] == TUTORIAL_PAYLOAD
     pid = box.main_pid()

@@ -53,6 +53,7 @@ SERVICE = {
     ("Service", "NoNewPrivileges"): ["yes"],
     ("Service", "RestrictAddressFamilies"): ["AF_UNIX"],
     ("Service", "MemoryDenyWriteExecute"): ["yes"],
+    ("Service", "CPUSchedulingPolicy"): ["batch"],
 }
 
 
