@@ -4,9 +4,11 @@
  * connections. accept4() makes a conn, the registry counts it against
  * max_connections and per_source, and the pool runs it. A worker runs one
  * session step; when the client is not ready it parks the conn itself with an
- * EPOLLONESHOT re-arm, so no worker ever waits on a client, and idle clients
- * cost a struct conn and an fd, not a thread. An event hands the conn back to
- * the pool. A periodic sweep closes parked conns whose deadline passed.
+ * EPOLLONESHOT re-arm (after one more look from the back of the queue when
+ * other work is queued, see reactor_work()), so no worker ever waits on a
+ * client, and idle clients cost a struct conn and an fd, not a thread. An
+ * event hands the conn back to the pool. A periodic sweep closes parked conns
+ * whose deadline passed.
  *
  * Threading. Ownership of a conn moves reactor -> pool -> worker -> epoll ->
  * reactor; only its owner touches it. conn->lock makes "parked" and the epoll

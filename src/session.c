@@ -130,8 +130,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 			return SESSION_DONE;
 		}
 		/* A client answers only after it got the payload: a recv() now
-		 * would almost always fail with EAGAIN. Wait in epoll instead,
-		 * which reports at once if the client did send already. */
+		 * would almost always fail with EAGAIN. The worker looks again
+		 * later or parks the conn in epoll (reactor_work()). */
 		return SESSION_WANT_READ;
 	}
 	return step_read(c, log, scratch, now);
