@@ -180,6 +180,31 @@ TEST(nowake_items_run_after_pool_wake)
 	free(c);
 }
 
+TEST(has_waiting_tells_a_worker_whether_others_wait)
+{
+	struct ctx *c = ctx_new(false);
+	struct item items[2];
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(1, 100, work, c, &p), 0);
+	ASSERT(!pool_has_waiting(p));
+	items[0].value = 0;
+	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
+	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
+		usleep(1000);
+	/* The worker holds item 0: nothing else waits. */
+	ASSERT(!pool_has_waiting(p));
+	items[1].value = 1;
+	ASSERT_EQ(pool_submit(p, &items[1].it, 0), 0);
+	ASSERT(pool_has_waiting(p));
+	open_gate(c);
+	wait_done(p, 2);
+	ASSERT(!pool_has_waiting(p));
+	pool_free(p);
+	ASSERT_EQ(atomic_load(&c->n), 2);
+	free(c);
+}
+
 TEST(free_null_is_safe)
 {
 	ASSERT(pool_free(NULL) == NULL);
