@@ -88,6 +88,14 @@ int payload_load_file(const char *path, char **ret, size_t *ret_len)
 	return read_file(path, PAYLOAD_MAX, ret, ret_len);
 }
 
+/* Bytes payload_escape() copies as they are: printable ASCII except the
+ * backslash, and ';' and '#', so printed config never reads back as a
+ * comment. */
+static bool plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x7f && c != '\\' && c != ';' && c != '#';
+}
+
 /* Renders data printable into buf (always NUL-terminated when size > 0):
  * printable ASCII as is except backslash, the usual C escapes, \xNN for the
  * rest. Stops before overflowing, ending in "..." if it had to cut. Returns
@@ -107,8 +115,7 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 		size_t run = 0;
 
 		/* Fast path: copy a run of plain printable bytes at once. */
-		while (i + run < len && p[i + run] >= 0x20 && p[i + run] < 0x7f && p[i + run] != '\\' &&
-		       p[i + run] != ';' && p[i + run] != '#')
+		while (i + run < len && plain(p[i + run]))
 			run++;
 		if (run) {
 			/* Keep room for the NUL, and for "..." unless the data
@@ -143,15 +150,9 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 		case '\\':
 			tmp[t++] = '\\', tmp[t++] = '\\';
 			break;
-		default:
-			/* ';' and '#' are escaped too, so printed config never
-			 * reads back as a comment. */
-			if (c >= 0x20 && c < 0x7f && c != ';' && c != '#') {
-				tmp[t++] = (char)c;
-			} else {
-				tmp[t++] = '\\', tmp[t++] = 'x';
-				tmp[t++] = hex[c >> 4], tmp[t++] = hex[c & 15];
-			}
+		default: /* plain bytes went with the run above */
+			tmp[t++] = '\\', tmp[t++] = 'x';
+			tmp[t++] = hex[c >> 4], tmp[t++] = hex[c & 15];
 		}
 		if (o + t + (i + 1 == len ? 1 : 4) > size) {
 			if (o + 4 <= size)
