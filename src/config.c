@@ -31,7 +31,6 @@ struct key {
 	size_t offset;
 	const char *def; /* default, in config syntax; NULL: none */
 	uint64_t min, max;
-	const char *help;
 };
 
 #define OFF(f) offsetof(struct config, f)
@@ -41,26 +40,22 @@ struct key {
 /* The one list of keys: parsing, defaults, --print-config and the man page's
  * list all follow it. */
 static const struct key keys[] = {
-	{ "pool", "threads", KEY_UINT, OFF(threads), "4", 1, 1024, "worker threads" },
-	{ "pool", "queue_max", KEY_UINT, OFF(queue_max), "1024", 1, 1048576, "connections waiting for a worker" },
-	{ "payload", "text", KEY_TEXT, OFF(payload), "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na.", 0, 0, "inline payload" },
-	{ "payload", "file", KEY_FILE, OFF(payload), NULL, 0, 0, "payload file" },
-	{ "session", "max_messages", KEY_UINT, OFF(max_messages), "10", 0, 1000000, "reads logged per client" },
-	{ "session", "message_size", KEY_UINT, OFF(message_size), "1024", 1, 1048576, "bytes per read" },
-	{ "session", "idle_timeout", KEY_DURATION, OFF(idle_usec), "10s", 10 * MS, 24 * 3600 * S,
-	  "close a silent client" },
-	{ "session", "session_timeout", KEY_DURATION, OFF(session_usec), "60s", 10 * MS, 24 * 3600 * S,
-	  "cap on one session" },
-	{ "session", "shutdown_timeout", KEY_DURATION, OFF(shutdown_usec), "10s", 0, 3600 * S,
-	  "drain deadline on stop" },
-	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), "4096", 1, 1048576,
-	  "connected clients at once" },
-	{ "limits", "per_source", KEY_UINT, OFF(per_source), "0", 0, 1048576, "connections per client address" },
-	{ "limits", "overload", KEY_OVERLOAD, OFF(overload), "close", 0, 0, "close or busy" },
-	{ "limits", "busy_message", KEY_TEXT, OFF(busy_message), "busy\\n", 0, 0, "sent before closing when busy" },
-	{ "listen", "address", KEY_ADDRESS, OFF(listen), "[::]:2727", 0, 0, "standalone listen address" },
-	{ "log", "level", KEY_LEVEL, OFF(log_level), "info", 0, 0, "err, warning, notice, info, debug" },
-	{ "log", "messages", KEY_BOOL, OFF(log_messages), "yes", 0, 0, "log each received message" },
+	{ "pool", "threads", KEY_UINT, OFF(threads), "4", 1, 1024 },
+	{ "pool", "queue_max", KEY_UINT, OFF(queue_max), "1024", 1, 1048576 },
+	{ "payload", "text", KEY_TEXT, OFF(payload), "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na.", 0, 0 },
+	{ "payload", "file", KEY_FILE, OFF(payload), NULL, 0, 0 },
+	{ "session", "max_messages", KEY_UINT, OFF(max_messages), "10", 0, 1000000 },
+	{ "session", "message_size", KEY_UINT, OFF(message_size), "1024", 1, 1048576 },
+	{ "session", "idle_timeout", KEY_DURATION, OFF(idle_usec), "10s", 10 * MS, 24 * 3600 * S },
+	{ "session", "session_timeout", KEY_DURATION, OFF(session_usec), "60s", 10 * MS, 24 * 3600 * S },
+	{ "session", "shutdown_timeout", KEY_DURATION, OFF(shutdown_usec), "10s", 0, 3600 * S },
+	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), "4096", 1, 1048576 },
+	{ "limits", "per_source", KEY_UINT, OFF(per_source), "0", 0, 1048576 },
+	{ "limits", "overload", KEY_OVERLOAD, OFF(overload), "close", 0, 0 },
+	{ "limits", "busy_message", KEY_TEXT, OFF(busy_message), "busy\\n", 0, 0 },
+	{ "listen", "address", KEY_ADDRESS, OFF(listen), "[::]:2727", 0, 0 },
+	{ "log", "level", KEY_LEVEL, OFF(log_level), "info", 0, 0 },
+	{ "log", "messages", KEY_BOOL, OFF(log_messages), "yes", 0, 0 },
 };
 
 static const char *const level_names[] = {
