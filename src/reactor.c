@@ -102,20 +102,24 @@ static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size
 {
 	char buf[24], *p = buf;
 	unsigned v[5] = { a[0], a[1], a[2], a[3], port };
+	size_t n;
 
 	for (int i = 0; i < 5; i++) {
 		char digits[6];
-		int n = 0;
+		int d = 0;
 
 		do
-			digits[n++] = (char)('0' + v[i] % 10);
+			digits[d++] = (char)('0' + v[i] % 10);
 		while (v[i] /= 10);
-		while (n)
-			*p++ = digits[--n];
+		while (d)
+			*p++ = digits[--d];
 		*p++ = i < 3 ? '.' : ':';
 	}
-	p[-1] = '\0';
-	snprintf(out, len, "%s", buf);
+	n = (size_t)(p - buf - 1); /* without the last separator */
+	if (n >= len)
+		n = len - 1;
+	memcpy(out, buf, n);
+	out[n] = '\0';
 }
 
 /* Makes "addr:port" and the per-source key; IPv4 clients of a dual-stack
