@@ -333,7 +333,7 @@ void log_event(struct log *l, int level, const char *msgid, const struct log_con
 	struct record *rec;
 	size_t mlen, rlen = 0, dlen = 0, size;
 	va_list ap;
-	bool queued = false;
+	bool queued = false, wake = false;
 
 	if (!log_enabled(l, level))
 		return;
@@ -383,11 +383,13 @@ void log_event(struct log *l, int level, const char *msgid, const struct log_con
 		l->bytes += size;
 		queued = true;
 		/* The first event starts the log thread's gathering window; a
-		 * full batch ends it early. Nothing else needs a wake-up. */
-		if (was_empty || l->records == BATCH_RECORDS)
-			pthread_cond_signal(&l->cond);
+		 * full batch ends it early. Nothing else needs a wake-up, and it
+		 * goes out after the unlock, as in pool_wake(). */
+		wake = was_empty || l->records == BATCH_RECORDS;
 	}
 	pthread_mutex_unlock(&l->lock);
+	if (wake)
+		pthread_cond_signal(&l->cond);
 	if (!queued) {
 		free(rec);
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
