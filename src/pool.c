@@ -6,7 +6,9 @@
  * only fresh connections count against queue_max, work on connections already
  * admitted is always taken. Resizing retires the highest-numbered workers;
  * each worker's scratch buffer (pool_fn's third argument) is freed as it
- * exits. Signals stay blocked in workers: they inherit the reactor's mask. */
+ * exits. Signals stay blocked in workers: they inherit the reactor's mask.
+ * pool_run_alone() lets the submitter run a lone item itself while every
+ * worker sleeps, instead of waking one for it. */
 #include "pool.h"
 #include "util.h"
 
@@ -43,6 +45,22 @@ struct pool {
 	struct worker workers[POOL_THREADS_MAX];
 };
 
+/* Takes the head of the queue; with the lock held, the queue not empty. */
+static struct pool_item *take_locked(struct pool *p)
+{
+	struct pool_item *it = p->head;
+
+	p->head = it->next;
+	if (!p->head)
+		p->tail = NULL;
+	atomic_fetch_sub_explicit(&p->waiting, 1, memory_order_relaxed);
+	if (it->fresh)
+		p->fresh--;
+	p->busy++;
+	it->next = NULL;
+	return it;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -60,17 +78,9 @@ static void *worker_main(void *arg)
 		}
 		if (p->shutdown || w->index >= p->target)
 			break;
-		it = p->head;
-		p->head = it->next;
-		if (!p->head)
-			p->tail = NULL;
-		atomic_fetch_sub_explicit(&p->waiting, 1, memory_order_relaxed);
-		if (it->fresh)
-			p->fresh--;
-		p->busy++;
+		it = take_locked(p);
 		pthread_mutex_unlock(&p->lock);
 
-		it->next = NULL;
 		p->fn(it, p->ctx, &scratch);
 		atomic_fetch_add_explicit(&p->done, 1, memory_order_relaxed);
 
@@ -148,6 +158,32 @@ void pool_wake(struct pool *p)
 	pthread_mutex_unlock(&p->lock);
 	while (n--)
 		pthread_cond_signal(&p->cond);
+}
+
+/* Runs the one queued item in the calling thread when no worker runs one.
+ * Handing it to a sleeping worker would cost a wake-up, a sleep and a
+ * context switch each way: on a busy CPU more than the step itself. Only a
+ * lone item with every worker idle, so steps still run at most `threads` at
+ * once (the step cannot queue more: nothing else waits) and a batch of two
+ * or more still spreads over the pool. Returns whether it ran one. */
+bool pool_run_alone(struct pool *p, void **scratch)
+{
+	struct pool_item *it = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	if (p->head && !p->head->next && p->busy == 0 && !p->shutdown)
+		it = take_locked(p);
+	pthread_mutex_unlock(&p->lock);
+	if (!it)
+		return false;
+
+	p->fn(it, p->ctx, scratch);
+	atomic_fetch_add_explicit(&p->done, 1, memory_order_relaxed);
+
+	pthread_mutex_lock(&p->lock);
+	p->busy--;
+	pthread_mutex_unlock(&p->lock);
+	return true;
 }
 
 /* Whether other work is queued: a hint (read without the lock) for a worker

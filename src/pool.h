@@ -25,6 +25,7 @@ enum { POOL_FRESH = 1, POOL_NOWAKE = 2 };
 
 int pool_submit(struct pool *p, struct pool_item *item, unsigned flags);
 void pool_wake(struct pool *p);
+bool pool_run_alone(struct pool *p, void **scratch);
 bool pool_has_waiting(struct pool *p);
 int pool_resize(struct pool *p, unsigned threads, unsigned queue_max);
 void pool_stats(struct pool *p, struct pool_stats *ret);

@@ -7,11 +7,13 @@
  * EPOLLONESHOT re-arm (after one more look from the back of the queue when
  * other work is queued, see reactor_work()), so no worker ever waits on a
  * client, and idle clients cost a struct conn and an fd, not a thread. An
- * event hands the conn back to the pool. A periodic sweep closes parked conns
- * whose deadline passed.
+ * event hands the conn back to the pool. When a loop turn queued exactly one
+ * conn and every worker sleeps, the reactor runs that step itself
+ * (pool_run_alone()): waking a worker would cost more than the step. A
+ * periodic sweep closes parked conns whose deadline passed.
  *
- * Threading. Ownership of a conn moves reactor -> pool -> worker -> epoll ->
- * reactor; only its owner touches it. conn->lock makes "parked" and the epoll
+ * Threading. Ownership of a conn moves reactor -> pool -> worker (or the
+ * reactor, for a lone step) -> epoll -> reactor; only its owner touches it. conn->lock makes "parked" and the epoll
  * re-arm one step, so the sweep never claims a conn a worker still runs.
  * reg_lock guards the registry list, the counts and the per-source table; it
  * nests outside conn->lock and the pool's lock, never inside them.
@@ -80,6 +82,7 @@ struct reactor {
 	unsigned refuse_logged, refuse_suppressed;
 	char status[1536];
 	char reload_error[1024]; /* non-empty while the last reload failed */
+	void *scratch;           /* the reactor's buffer for the steps it runs */
 };
 
 static void conn_close(struct reactor *r, struct conn *c);
@@ -632,9 +635,12 @@ int reactor_run(struct reactor *r)
 			else
 				on_conn(r, ev[i].data.ptr);
 		}
-		/* Everything this batch queued: one wake-up per idle worker
-		 * needed, not one per connection. */
-		pool_wake(r->pool);
+		/* One client ready and every worker idle: serve it here rather
+		 * than wake a worker for it (pool_run_alone()). Else everything
+		 * this batch queued: one wake-up per idle worker needed, not one
+		 * per connection. */
+		if (!pool_run_alone(r->pool, &r->scratch))
+			pool_wake(r->pool);
 	}
 	log_event(r->log, LOG_NOTICE, MSGID_STOPPED, NULL, "Stopped: %" PRIu64 " served, %" PRIu64 " refused.",
 		  (uint64_t)atomic_load(&r->served), (uint64_t)atomic_load(&r->refused));
@@ -698,6 +704,7 @@ struct reactor *reactor_free(struct reactor *r)
 		close(r->reserve_fd);
 	pthread_mutex_destroy(&r->reg_lock);
 	config_unref(r->cfg);
+	free(r->scratch);
 	free(r);
 	return NULL;
 }

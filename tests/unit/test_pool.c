@@ -9,12 +9,14 @@
 struct item {
 	struct pool_item it;
 	int value;
+	pthread_t ran_on;
 };
 
 struct ctx {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool gate_open; /* workers block on the gate until opened */
+	bool gate_open;  /* workers block on the gate until opened */
+	bool gate_first; /* only item 0 blocks on it */
 	int order[64];
 	atomic_int n;
 	atomic_int running;
@@ -29,12 +31,13 @@ static void work(struct pool_item *it, void *p, void **scratch)
 	while (now > max && !atomic_compare_exchange_weak(&c->max_running, &max, now))
 		;
 	pthread_mutex_lock(&c->lock);
-	while (!c->gate_open)
+	while (!c->gate_open && (!c->gate_first || ((struct item *)it)->value == 0))
 		pthread_cond_wait(&c->cond, &c->lock);
 	pthread_mutex_unlock(&c->lock);
 	/* The scratch pointer persists per worker across items. */
 	if (!*scratch)
 		*scratch = malloc(8);
+	((struct item *)it)->ran_on = pthread_self();
 	c->order[atomic_fetch_add(&c->n, 1)] = ((struct item *)it)->value;
 	atomic_fetch_sub(&c->running, 1);
 }
@@ -202,6 +205,66 @@ TEST(has_waiting_tells_a_worker_whether_others_wait)
 	ASSERT(!pool_has_waiting(p));
 	pool_free(p);
 	ASSERT_EQ(atomic_load(&c->n), 2);
+	free(c);
+}
+
+/* Until the pool's only worker is back asleep: busy drops to 0 under the
+ * lock, which the worker then keeps until it waits on the condition. */
+static void wait_idle(struct pool *p, uint64_t done)
+{
+	struct pool_stats st;
+
+	wait_done(p, done);
+	for (int i = 0; i < 5000; i++) {
+		pool_stats(p, &st);
+		if (st.busy == 0)
+			return;
+		usleep(1000);
+	}
+}
+
+TEST(run_alone_runs_a_lone_item_in_the_caller_only_when_no_worker_is_busy)
+{
+	struct ctx *c = ctx_new(false);
+	struct item items[5] = { { .value = 0 }, { .value = 1 }, { .value = 2 }, { .value = 3 }, { .value = 4 } };
+	void *scratch = NULL;
+	struct pool *p;
+
+	c->gate_first = true; /* a wrong run_alone() fails the test, not hangs it */
+	ASSERT_EQ(pool_new(1, 100, work, c, &p), 0);
+	ASSERT(!pool_run_alone(p, &scratch)); /* nothing queued */
+
+	/* The worker is busy with item 0: item 1 waits for it. */
+	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
+	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
+		usleep(1000);
+	ASSERT_EQ(pool_submit(p, &items[1].it, POOL_NOWAKE), 0);
+	ASSERT(!pool_run_alone(p, &scratch));
+	open_gate(c);
+	wait_idle(p, 2);
+	ASSERT(pthread_equal(items[1].ran_on, items[0].ran_on));
+
+	/* The worker asleep and one item queued: the caller runs it. */
+	ASSERT_EQ(pool_submit(p, &items[2].it, POOL_FRESH | POOL_NOWAKE), 0);
+	ASSERT(pool_run_alone(p, &scratch));
+	ASSERT(pthread_equal(items[2].ran_on, pthread_self()));
+	ASSERT(!pool_has_waiting(p));
+	ASSERT(scratch != NULL); /* the caller's own scratch */
+
+	/* Two queued: they go to the pool. */
+	ASSERT_EQ(pool_submit(p, &items[3].it, POOL_NOWAKE), 0);
+	ASSERT_EQ(pool_submit(p, &items[4].it, POOL_NOWAKE), 0);
+	ASSERT(!pool_run_alone(p, &scratch));
+	pool_wake(p);
+	wait_done(p, 5);
+	ASSERT(!pthread_equal(items[3].ran_on, pthread_self()));
+	ASSERT(!pthread_equal(items[4].ran_on, pthread_self()));
+	pool_free(p);
+	ASSERT_EQ(atomic_load(&c->n), 5);
+	ASSERT_EQ(atomic_load(&c->max_running), 1);
+	for (int i = 0; i < 5; i++)
+		ASSERT_EQ(c->order[i], i);
+	free(scratch);
 	free(c);
 }
 
