@@ -68,6 +68,31 @@ def test_socket_listens_service_starts_on_first_client(box, figures):
     assert "No entries" in box.sh("journalctl -u poold.service --no-pager -p warning")
 
 
+def man_example_after(phrase):
+    """The commands of the first example in poold.8 after this phrase."""
+    with open(os.path.join(REPO, "man", "poold.8")) as f:
+        text = f.read()
+    m = re.search(re.escape(phrase) + r"\n\.PP\n\.in \+4n\n\.EX\n(.*?)\n\.EE", text, re.S)
+    assert m, "poold.8 has no example after %r" % phrase
+    return [line.replace("\\-", "-") for line in m.group(1).splitlines()]
+
+
+def test_start_with_the_system_as_poold8_says(box):
+    """poold.8's way to spare the first client the cold start, and its undo."""
+    for cmd in man_example_after("start poold with the system\ninstead:"):
+        box.sh(cmd)
+    assert "multi-user.target" in box.show("poold.service", "WantedBy")
+    # What the next boot does: start multi-user.target, which now wants poold.
+    box.sh("systemctl start multi-user.target")
+    assert box.show("poold.service", "ActiveState") == "active"
+    assert box.main_pid()
+    r = box.get()
+    assert r["ok"] and r["bytes"] == TUTORIAL_PAYLOAD, r
+    for cmd in man_example_after("and undo that with:"):
+        box.sh(cmd)
+    assert "multi-user.target" not in box.show("poold.service", "WantedBy")
+
+
 def test_socket_reaches_ipv4_and_ipv6(box):
     listen = box.sh("systemctl show poold.socket -p Listen")
     assert "[::]:2727" in listen, listen
