@@ -164,3 +164,33 @@ def test_harness_quick_mode_writes_a_table(bindir, tmp_path):
     assert "Machine:" in text and "kernel:" in text and "| workload |" in text
     if "poold" in servers:
         assert "poold (messages=no)" in text
+
+
+def bench_module():
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("bench_run", os.path.join(HERE, "run"))
+    spec = importlib.util.spec_from_loader("bench_run", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def test_sandbox_table_covers_every_setting_of_the_shipped_unit():
+    """The per-setting cold-start table reads the shipped unit: every sandbox
+    line, once, and nothing from outside the sandbox block."""
+    b = bench_module()
+    settings = b.sandbox_settings()
+    names = [n for n, _ in settings]
+    assert names[0] == "DynamicUser" and len(names) == len(set(names))
+    lines = [line for _, group in settings for line in group]
+    with open(b.SHIPPED_UNIT) as f:
+        text = f.read()
+    block = text.split("# Sandbox", 1)[1].split("\n[", 1)[0]
+    expected = [line.strip() for line in block.splitlines()[1:]
+                if "=" in line and not line.strip().startswith("#")]
+    assert sorted(lines) == sorted(expected)
+    assert dict(settings)["SystemCallFilter"][-1] == "SystemCallErrorNumber=EPERM"
+    assert "ExecStart" not in names and "Also" not in names
+    for setting in b.DESIGN_SANDBOX:
+        assert setting in lines, setting
