@@ -62,6 +62,13 @@ static void wait_done(struct pool *p, uint64_t n)
 	}
 }
 
+/* Until n workers are inside work() (held at a closed gate). */
+static void wait_running(struct ctx *c, int n)
+{
+	for (int i = 0; i < 5000 && atomic_load(&c->running) < n; i++)
+		usleep(1000);
+}
+
 static struct ctx *ctx_new(bool open)
 {
 	struct ctx *c = calloc(1, sizeof(*c));
@@ -103,8 +110,7 @@ TEST(queue_max_refuses_fresh_items_only)
 	items[0].value = 0;
 	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
 	/* Wait until the worker holds item 0 at the gate. */
-	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
-		usleep(1000);
+	wait_running(c, 1);
 	ASSERT_EQ(atomic_load(&c->running), 1);
 	for (int i = 1; i < 3; i++) {
 		items[i].value = i;
@@ -139,8 +145,7 @@ TEST(resize_grows_and_shrinks)
 		items[i].value = i;
 		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH), 0);
 	}
-	for (int i = 0; i < 5000 && atomic_load(&c->running) < 8; i++)
-		usleep(1000);
+	wait_running(c, 8);
 	ASSERT_EQ(atomic_load(&c->max_running), 8);
 	open_gate(c);
 	wait_done(p, 8);
@@ -193,8 +198,7 @@ TEST(has_waiting_tells_a_worker_whether_others_wait)
 	ASSERT(!pool_has_waiting(p));
 	items[0].value = 0;
 	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
-	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
-		usleep(1000);
+	wait_running(c, 1);
 	/* The worker holds item 0: nothing else waits. */
 	ASSERT(!pool_has_waiting(p));
 	items[1].value = 1;
@@ -236,8 +240,7 @@ TEST(run_alone_runs_a_lone_item_in_the_caller_only_when_no_worker_is_busy)
 
 	/* The worker is busy with item 0: item 1 waits for it. */
 	ASSERT_EQ(pool_submit(p, &items[0].it, POOL_FRESH), 0);
-	for (int i = 0; i < 5000 && atomic_load(&c->running) == 0; i++)
-		usleep(1000);
+	wait_running(c, 1);
 	ASSERT_EQ(pool_submit(p, &items[1].it, POOL_NOWAKE), 0);
 	ASSERT(!pool_run_alone(p, &scratch));
 	open_gate(c);
