@@ -13,8 +13,9 @@
  * periodic sweep closes parked conns whose deadline passed.
  *
  * Threading. Ownership of a conn moves reactor -> pool -> worker (or the
- * reactor, for a lone step) -> epoll -> reactor; only its owner touches it. conn->lock makes "parked" and the epoll
- * re-arm one step, so the sweep never claims a conn a worker still runs.
+ * reactor, for a lone step) -> epoll -> reactor; only its owner touches it.
+ * conn->lock makes "parked" and the epoll re-arm one step, so the sweep never
+ * claims a conn a worker still runs.
  * reg_lock guards the registry list, the counts and the per-source table; it
  * nests outside conn->lock and the pool's lock, never inside them.
  * Signals are blocked in every thread (main.c) and read here from a signalfd.
