@@ -1,11 +1,16 @@
 """pytest fixtures for every test folder; the helpers live in harness.py
-(a module name no other conftest.py can shadow)."""
+(a module name no other conftest.py can shadow), and in tests/lib (common.py:
+payload, free_port, wait_until; box.py, container.py: containers), both put
+on sys.path here for every folder."""
 import os
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+for _d in (os.path.join(_TESTS, "lib"), _TESTS):
+    if _d not in sys.path:
+        sys.path.insert(0, _d)
 
 from harness import Poold, poold_bin  # noqa: E402
 

@@ -10,32 +10,23 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 
-import pytest
+# Defined once in tests/lib/common.py (tests/conftest.py puts tests/lib on
+# sys.path); the test files import them from here too, as they always have.
+from common import TUTORIAL_PAYLOAD, free_port, slow_factor
+
+__all__ = ["ROOT", "TUTORIAL_PAYLOAD", "SANITIZER_MARKS", "NotifySocket", "Poold", "free_port",
+           "poold_bin", "recv_all", "recv_exact", "slow_factor"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TUTORIAL_PAYLOAD = b"(lp0\nI1\naI2\naI7\naI9\naI0\na."
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "WARNING: ThreadSanitizer")
 
 
 def poold_bin():
     return os.environ.get("POOLD_BIN") or os.path.join(ROOT, "poold")
-
-
-def slow_factor():
-    """Sanitizer builds run several times slower: stretch waits, not assertions."""
-    return 4.0 if os.environ.get("SANITIZE") else 1.0
-
-
-def free_port(family=socket.AF_INET, host="127.0.0.1"):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def recv_exact(sock, n, timeout=5.0):

@@ -4,14 +4,14 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
+from common import TUTORIAL_PAYLOAD_ESCAPED, free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-PAYLOAD = "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na."
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
@@ -22,20 +22,6 @@ def bindir(tmp_path_factory):
         subprocess.run(["cc"] + CFLAGS + ["-o", str(d / name), os.path.join(HERE, name + ".c")],
                        check=True, timeout=120)
     return d
-
-
-def free_port():
-    for _ in range(100):
-        port = 20000 + int.from_bytes(os.urandom(2), "little") % 10000
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no free port")
 
 
 def wait_listening(addr, timeout=5.0):
@@ -83,8 +69,8 @@ def loadgen(bindir, *args, timeout=30):
 
 
 def test_loadgen_serves_w1_and_prints_a_summary(bindir, bare):
-    addr = bare("127.0.0.1:%d" % free_port())
-    res, out = loadgen(bindir, "-C", "-c", "4", "-n", "200", "-e", PAYLOAD, addr)
+    addr = bare("127.0.0.1:%d" % free_port(below_ephemeral=True))
+    res, out = loadgen(bindir, "-C", "-c", "4", "-n", "200", "-e", TUTORIAL_PAYLOAD_ESCAPED, addr)
     assert res["ok"] == 200 and res["errors_total"] == 0 and res["unfinished"] == 0
     assert res["ttp_us"]["n"] == 200 and res["session_us"]["n"] == 200
     for key in ("p50", "p90", "p99", "max"):
@@ -100,30 +86,32 @@ def test_loadgen_runs_the_tutorial_protocol_over_unix_socket(bindir, bare, tmp_p
 
 
 def test_loadgen_counts_a_long_payload(bindir, bare):
-    addr = bare("127.0.0.1:%d" % free_port())
+    addr = bare("127.0.0.1:%d" % free_port(below_ephemeral=True))
     res, _ = loadgen(bindir, "-q", "-C", "-c", "2", "-n", "10", "-l", "25", addr)
     assert res["ok"] == 0 and res["errors"]["long_payload"] == 10
 
 
 def test_loadgen_counts_a_short_payload(bindir, bare):
-    addr = bare("127.0.0.1:%d" % free_port())
+    addr = bare("127.0.0.1:%d" % free_port(below_ephemeral=True))
     res, _ = loadgen(bindir, "-q", "-C", "-c", "2", "-n", "4", "-l", "27", "-t", "0.3", addr)
     assert res["ok"] == 0 and res["errors"]["short_payload"] == 4
 
 
 def test_loadgen_counts_wrong_payload_bytes(bindir, bare):
-    addr = bare("127.0.0.1:%d" % free_port())
-    res, _ = loadgen(bindir, "-q", "-C", "-n", "3", "-e", PAYLOAD.replace("I7", "I8"), addr)
+    addr = bare("127.0.0.1:%d" % free_port(below_ephemeral=True))
+    wrong = TUTORIAL_PAYLOAD_ESCAPED.replace("I7", "I8")
+    res, _ = loadgen(bindir, "-q", "-C", "-n", "3", "-e", wrong, addr)
     assert res["ok"] == 0 and res["errors"]["bad_payload"] == 3
 
 
 def test_loadgen_counts_refused_connections(bindir):
-    res, _ = loadgen(bindir, "-q", "-C", "-n", "5", "127.0.0.1:%d" % free_port())
+    addr = "127.0.0.1:%d" % free_port(below_ephemeral=True)
+    res, _ = loadgen(bindir, "-q", "-C", "-n", "5", addr)
     assert res["ok"] == 0 and res["errors"]["connect_refused"] == 5
 
 
 def test_loadgen_holds_idle_clients(bindir, bare):
-    addr = bare("127.0.0.1:%d" % free_port())
+    addr = bare("127.0.0.1:%d" % free_port(below_ephemeral=True))
     res, _ = loadgen(bindir, "-q", "-c", "2", "-n", "20", "-m", "2", "-k", "25", addr)
     assert res["idle"]["requested"] == 25 and res["idle"]["connected"] == 25
     assert res["idle"]["payload"] == 25 and res["idle"]["closed_by_server"] == 0

@@ -1,17 +1,18 @@
 """A plain-socket poold client, run *inside* the container by python3-minimal
 (no json there). Prints one line per connection: `ok N` or `err WHY`.
 
-    python3 client.py HOST [COUNT] [MESSAGE] [STOPFILE]
+    python3 client.py PAYLOAD_HEX HOST [COUNT] [MESSAGE] [STOPFILE]
 COUNT connections one after another (0 = until STOPFILE exists, at most 90 s);
-each sends MESSAGE, half-closes, and reads until EOF. `ok` means the exact
-26-byte tutorial payload came back.
+each sends MESSAGE, half-closes, and reads until EOF. `ok` means exactly the
+payload PAYLOAD_HEX (hex) came back: test_deb.py passes the tutorial payload
+from tests/lib/common.py, which is not in the container. Self-contained on
+purpose: it is copied alone to /root/client.py, and imports nothing but the
+standard library of python3-minimal.
 """
 import os
 import socket
 import sys
 import time
-
-PAYLOAD = b"(lp0\nI1\naI2\naI7\naI9\naI0\na."
 
 
 def once(host, message):
@@ -33,10 +34,11 @@ def once(host, message):
 
 
 def main():
-    host = sys.argv[1]
-    count = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    message = sys.argv[3].encode() if len(sys.argv) > 3 else b""
-    stopfile = sys.argv[4] if len(sys.argv) > 4 else None
+    payload = bytes.fromhex(sys.argv[1])
+    host = sys.argv[2]
+    count = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+    message = sys.argv[4].encode() if len(sys.argv) > 4 else b""
+    stopfile = sys.argv[5] if len(sys.argv) > 5 else None
     deadline = time.monotonic() + 90
     n = 0
     while time.monotonic() < deadline:
@@ -47,7 +49,7 @@ def main():
         n += 1
         try:
             data = once(host, message)
-            if data == PAYLOAD:
+            if data == payload:
                 print("ok %d" % n, flush=True)
             else:
                 print("err %d payload %r" % (n, data), flush=True)

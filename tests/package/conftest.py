@@ -20,11 +20,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 sys.path.insert(0, HERE)
 
+from box import Box  # noqa: E402
 from container import Container, container_support, skip_or_fail  # noqa: E402
 
 import bookworm_root  # noqa: E402
 
-PAYLOAD = b"(lp0\nI1\naI2\naI7\naI9\naI0\na."
 BUILD_TIMEOUT = 600
 
 
@@ -130,40 +130,18 @@ def bookworm():
         skip_or_fail("cannot build the bookworm root %s: %s" % (bookworm_root.ROOT, e))
 
 
-class Box:
-    """A booted bookworm container with both .debs bind-mounted read-only at
-    /srv/deb1 and /srv/deb2."""
-
-    def __init__(self, c, debs):
-        self.c = c
-        self.deb1 = "/srv/deb1/" + os.path.basename(debs[0].path)
-        self.deb2 = "/srv/deb2/" + os.path.basename(debs[1].path)
-
-    def sh(self, cmd, timeout=30, check=True, input=None):
-        rc, out, err = self.c.run(cmd, timeout=timeout, input=input,
-                                  env={"DEBIAN_FRONTEND": "noninteractive"})
-        if check and rc != 0:
-            raise AssertionError("%r exited %d\nstdout:\n%s\nstderr:\n%s"
-                                 % (cmd, rc, out, err))
-        return out
-
-    def apt(self, *args, timeout=180):
-        return self.sh(["apt-get", "-q", "-y"] + list(args), timeout=timeout)
-
-    def prop(self, unit, name):
-        return self.sh(["systemctl", "show", "-P", name, unit]).strip()
-
-    def state(self, unit):
-        return self.sh(["systemctl", "is-active", unit], check=False).strip()
-
-
 @pytest.fixture
 def box(bookworm, debs):
+    """A booted bookworm container (tests/lib/box.py's Box) with both .debs
+    bind-mounted read-only at /srv/deb1 and /srv/deb2: box.deb1 and box.deb2
+    are their paths inside. Every box.sh() runs noninteractive for debconf."""
     c = Container(root=bookworm, presets=(),
                   binds_ro=[(debs[0].dist, "/srv/deb1"), (debs[1].dist, "/srv/deb2")])
     c.start()
     try:
-        yield Box(c, debs)
+        yield Box(c, env={"DEBIAN_FRONTEND": "noninteractive"},
+                  deb1="/srv/deb1/" + os.path.basename(debs[0].path),
+                  deb2="/srv/deb2/" + os.path.basename(debs[1].path))
     finally:
         try:
             c.stop()

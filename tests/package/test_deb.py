@@ -12,7 +12,9 @@ import os
 import subprocess
 import time
 
-from .conftest import HERE, PAYLOAD
+from common import TUTORIAL_PAYLOAD, wait_until
+
+from .conftest import HERE
 
 EXPECTED_FILES = {
     "/etc/poold/poold.conf",
@@ -100,28 +102,25 @@ def install(box, deb):
     return out
 
 
-def client(box, host="127.0.0.1", count=1, message="", stopfile=None, timeout=60):
+def client_argv(box, host="127.0.0.1", count=1, message="", stopfile=None):
+    """Copies client.py in; its command line (it checks for TUTORIAL_PAYLOAD,
+    given as hex: client.py runs on the container's python3-minimal alone)."""
     box.c.copy_in(os.path.join(HERE, "client.py"), "/root/client.py")
-    args = ["python3", "/root/client.py", host, str(count), message]
+    args = ["python3", "/root/client.py", TUTORIAL_PAYLOAD.hex(), host, str(count), message]
     if stopfile:
         args.append(stopfile)
-    return box.sh(args, timeout=timeout).split("\n")
+    return args
 
 
-def wait_for(fn, timeout=10.0, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
+def client(box, host="127.0.0.1", count=1, message="", stopfile=None, timeout=60):
+    return box.sh(client_argv(box, host, count, message, stopfile), timeout=timeout).split("\n")
 
 
 def test_install_enables_socket_and_serves(box):
     install(box, box.deb1)
     assert box.sh(["systemctl", "is-enabled", "poold.socket"]).strip() == "enabled"
     assert box.state("poold.socket") == "active"
-    assert "2727" in box.prop("poold.socket", "Listen")
+    assert "2727" in box.show("poold.socket", "Listen")
     # the package does not start the service: the first client does
     assert box.state("poold.service") == "inactive"
 
@@ -130,7 +129,7 @@ def test_install_enables_socket_and_serves(box):
     lines = client(box, "::1", 1, "")
     assert lines[0] == "ok 1", lines
     assert box.state("poold.service") == "active"
-    assert box.prop("poold.service", "ExecMainPID") != "0"
+    assert box.show("poold.service", "ExecMainPID") != "0"
 
     # the raw bytes, once more, with nothing but the socket module
     raw = box.sh(["python3", "-c",
@@ -138,15 +137,15 @@ def test_install_enables_socket_and_serves(box):
                   "s.shutdown(socket.SHUT_WR);d=b''\n"
                   "while True:\n c=s.recv(100)\n if not c: break\n d+=c\n"
                   "sys.stdout.write(repr(d))"])
-    assert raw == repr(PAYLOAD)
-    assert len(PAYLOAD) == 26
+    assert raw == repr(TUTORIAL_PAYLOAD)
+    assert len(TUTORIAL_PAYLOAD) == 26
 
     def logged():
         out = box.sh(["journalctl", "-u", "poold", "--no-pager", "-o", "verbose"],
                      check=False)
         return out if "POOLD_MESSAGE=hello-from-package-test" in out else None
 
-    journal = wait_for(logged, 10)
+    journal = wait_until(logged, 10, step=0.1)
     assert journal, box.sh(["journalctl", "-u", "poold", "--no-pager"], check=False)
     assert "Received message" in journal
 
@@ -167,14 +166,12 @@ def test_upgrade_keeps_conffile_and_restarts_onto_new_binary(box, version):
     box.c.write_file("/etc/poold/poold.conf", edited)
     box.sh(["poold", "--check-config"])
     assert client(box)[0] == "ok 1"  # starts the service (old binary)
-    old_pid = box.prop("poold.service", "ExecMainPID")
-    sock_since = box.prop("poold.socket", "ActiveEnterTimestampMonotonic")
+    old_pid = box.show("poold.service", "ExecMainPID")
+    sock_since = box.show("poold.socket", "ActiveEnterTimestampMonotonic")
     assert old_pid != "0"
 
     # clients keep coming during the whole upgrade
-    box.c.copy_in(os.path.join(HERE, "client.py"), "/root/client.py")
-    loop = box.c.spawn(["python3", "/root/client.py", "127.0.0.1", "0", "",
-                        "/run/stop-clients"])
+    loop = box.c.spawn(client_argv(box, "127.0.0.1", 0, "", "/run/stop-clients"))
     time.sleep(0.5)
     out = install(box, box.deb2)
     assert "Configuration file" not in out  # no conffile prompt
@@ -197,10 +194,10 @@ def test_upgrade_keeps_conffile_and_restarts_onto_new_binary(box, version):
     # the running service was restarted onto the new binary; the socket was not
     # restarted (its queue survived)
     assert client(box)[0] == "ok 1"
-    new_pid = box.prop("poold.service", "ExecMainPID")
+    new_pid = box.show("poold.service", "ExecMainPID")
     assert new_pid not in ("0", old_pid)
     assert box.sh(["readlink", "/proc/%s/exe" % new_pid]).strip() == "/usr/sbin/poold"
-    assert box.prop("poold.socket", "ActiveEnterTimestampMonotonic") == sock_since
+    assert box.show("poold.socket", "ActiveEnterTimestampMonotonic") == sock_since
     assert box.state("poold.socket") == "active"
 
 

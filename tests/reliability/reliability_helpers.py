@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 
+from common import wait_until  # tests/lib/common.py; the test files import it from here
 from harness import ROOT, TUTORIAL_PAYLOAD, poold_bin, recv_all, recv_exact, slow_factor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,16 +66,6 @@ def fetch_payload(host, port, n=len(TUTORIAL_PAYLOAD), timeout=10.0, family=sock
                 break
             data += chunk
     return data, time.monotonic() - t0
-
-
-def wait_until(pred, timeout, step=0.05):
-    """Polls pred() until true or timeout*slow_factor() seconds; returns its last value."""
-    deadline = time.monotonic() + timeout * slow_factor()
-    while True:
-        v = pred()
-        if v or time.monotonic() >= deadline:
-            return v
-        time.sleep(step)
 
 
 def wait_fd_baseline(p, base, timeout=10.0):

@@ -11,7 +11,8 @@ import os
 import re
 import time
 
-from sysbox import TUTORIAL_PAYLOAD, REPO
+from common import TUTORIAL_PAYLOAD, wait_until
+from sysbox import REPO
 
 STATUS_RE = re.compile(
     r"(\d+) workers \((\d+) busy\), (\d+) waiting, (\d+) parked; (\d+) served, (\d+) refused")
@@ -111,7 +112,7 @@ def test_status_line_shows_live_pool_figures(box):
         m = STATUS_RE.search(box.show("poold.service", "StatusText"))
         return m if m and int(m.group(5)) >= 3 and int(m.group(4)) >= 1 else None
 
-    m = box.wait_for(status, timeout=5, what="STATUS= with 3 served and 1 parked")
+    m = wait_until(status, timeout=5, step=0.1, what="STATUS= with 3 served and 1 parked")
     assert int(m.group(1)) == 4  # shipped default threads
     out = box.sh("systemctl status poold --no-pager")
     assert re.search(r'Status: "' + STATUS_RE.pattern, out), out
@@ -128,7 +129,7 @@ def test_journal_has_poold_fields_and_client_messages(box):
         return es if any("POOLD_MESSAGE" in e for e in es) and any(
             e.get("MESSAGE", "").startswith("Closed connection") for e in es) else None
 
-    es = box.wait_for(entries, timeout=5, what="poold journal entries")
+    es = wait_until(entries, timeout=5, step=0.1, what="poold journal entries")
     got = [e for e in es if "POOLD_MESSAGE" in e]
     assert field_bytes(got[0]["POOLD_MESSAGE"]) == msg
     for e in got:
@@ -189,8 +190,8 @@ def test_reload_applies_new_payload_and_threads_keeps_session(box):
     assert box.main_pid() == pid
     r = box.get()
     assert r["bytes"] == b"reloaded payload\n", r
-    box.wait_for(lambda: box.show("poold.service", "StatusText").startswith("8 workers"),
-                 timeout=5, what="8 workers in STATUS=")
+    wait_until(lambda: box.show("poold.service", "StatusText").startswith("8 workers"),
+               timeout=5, step=0.1, what="8 workers in STATUS=")
     done = box.finish_hold(p, "sent after the reload")
     assert done["eof"] and done["error"] is None, done
     es = box.journal("-u", "poold.service")
@@ -219,8 +220,8 @@ def test_sighup_with_broken_config_keeps_old_payload(box):
     pid = box.main_pid()
     box.write_conf(BROKEN_CONF)
     box.sh("systemctl kill -s HUP --kill-who=main poold.service")
-    box.wait_for(lambda: box.show("poold.service", "StatusText").startswith("Reload failed:"),
-                 timeout=5, what="Reload failed: in STATUS=")
+    wait_until(lambda: box.show("poold.service", "StatusText").startswith("Reload failed:"),
+               timeout=5, step=0.1, what="Reload failed: in STATUS=")
     es = box.journal("-u", "poold.service", "MESSAGE_ID=" + MSGID_RELOAD_FAILED)
     assert es and "/etc/poold/poold.conf:2:" in es[-1]["MESSAGE"], es
     assert "keeping the previous one" in es[-1]["MESSAGE"]
@@ -298,14 +299,14 @@ def test_stop_finishes_sessions_then_exits_0(box):
     p, data = box.hold()
     assert data == TUTORIAL_PAYLOAD
     box.sh("systemctl stop --no-block poold.service")
-    box.wait_for(lambda: box.show("poold.service", "ActiveState") == "deactivating",
-                 timeout=5, what="deactivating")
+    wait_until(lambda: box.show("poold.service", "ActiveState") == "deactivating",
+               timeout=5, step=0.1, what="deactivating")
     time.sleep(0.5)
     assert box.show("poold.service", "ActiveState") == "deactivating"  # waits for the session
     done = box.finish_hold(p, "last words")
     assert done["eof"] and done["error"] is None, done
-    box.wait_for(lambda: box.show("poold.service", "ActiveState") == "inactive",
-                 timeout=10, what="inactive")
+    wait_until(lambda: box.show("poold.service", "ActiveState") == "inactive",
+               timeout=10, step=0.1, what="inactive")
     st = box.show("poold.service", "Result", "ExecMainStatus", "ExecMainCode")
     assert st == {"Result": "success", "ExecMainStatus": "0", "ExecMainCode": "1"}, st
     es = box.journal("-u", "poold.service")
@@ -321,10 +322,10 @@ def test_watchdog_restarts_hung_poold(box, figures):
     pid = box.main_pid()
     t0 = time.monotonic()
     box.sh("kill -STOP %d" % pid)
-    new = box.wait_for(lambda: (box.main_pid() not in (0, pid)
-                                and box.show("poold.service", "ActiveState") == "active"
-                                and box.main_pid()),
-                       timeout=25, interval=0.25, what="a new poold after the watchdog")
+    new = wait_until(lambda: (box.main_pid() not in (0, pid)
+                              and box.show("poold.service", "ActiveState") == "active"
+                              and box.main_pid()),
+                     timeout=25, step=0.25, what="a new poold after the watchdog")
     figures("watchdog: SIGSTOP to restarted (s)", "%.1f" % (time.monotonic() - t0))
     assert new != pid
     assert box.show("poold.service", "NRestarts") == "1"
