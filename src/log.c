@@ -10,7 +10,12 @@
  * is slow, stopped or gone fills the bounded queue; further events are
  * dropped and counted (log_dropped(), shown in STATUS=), never waited for.
  * Before log_start() (start-up, before sd_listen_fds()) events are written
- * synchronously; once log_free() begins, new events are dropped and counted. */
+ * synchronously; once log_free() begins, new events are dropped and counted.
+ *
+ * Every event, the "Dropped N log entries" warning included, goes to the
+ * journal only while its socket exists, else to stderr; each carries its
+ * caller's CODE_FILE/CODE_LINE/CODE_FUNC, and its message has its control
+ * characters escaped (log_escape()), so one event is always one line. */
 #include "log.h"
 #include "util.h"
 
@@ -22,8 +27,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <systemd/sd-journal.h>
 #include <time.h>
+
+/* We pass the caller's location ourselves (sd_journal_sendv_with_location());
+ * the plain macros would add log.c's. */
+#define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-journal.h>
 
 #define QUEUE_MAX_RECORDS 8192
 #define QUEUE_MAX_BYTES   ((size_t)16 << 20)
@@ -33,13 +42,22 @@
 #define JOURNAL_SOCKET    "/run/systemd/journal/socket"
 #define STDERR_BUF        65536 /* bytes of lines per write() */
 
-/* One queued event: the message and the client's bytes live in buf[]. */
+/* One event, as the writers see it. */
+struct event {
+	int level;
+	const char *msgid;       /* static string or NULL */
+	const char *file, *func; /* the caller's __FILE__ and __func__: static */
+	int line;
+	const char *msg; /* control characters already escaped */
+	struct log_conn conn;
+};
+
+/* One queued event: the message, the addresses and the client's bytes live
+ * in buf[]. */
 struct record {
 	struct record *next;
-	int level;
-	const char *msgid;    /* static string or NULL */
-	struct log_conn conn; /* remote and data point into buf[] */
-	char buf[];           /* message NUL, remote NUL, data */
+	struct event ev; /* msg, conn.remote, conn.addr and conn.data point into buf[] */
+	char buf[];      /* message NUL, remote NUL, addr NUL, data */
 };
 
 struct log {
@@ -55,10 +73,6 @@ struct log {
 	size_t records, bytes;
 	bool running, stop;
 	pthread_t thread;
-};
-
-static const char *const level_names[] = {
-	"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 };
 
 /* systemd's own test for "stderr is connected to the journal". */
@@ -146,7 +160,7 @@ bool log_enabled(const struct log *l, int level)
  * their newline); returns the length. */
 static size_t format_line(char *buf, size_t size, int level, const char *msg)
 {
-	const char *name = level_names[level & 7];
+	const char *name = log_level_name(level & 7);
 	size_t nl = strlen(name), ml = strlen(msg);
 
 	/* Plain copies: this runs once per event. */
@@ -188,79 +202,94 @@ static size_t fitted(int n, size_t size)
 	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
 }
 
-/* Writes one event now, from the log thread or synchronously. */
-static void emit(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *msg)
+/* Sends one event to journald, with the caller's location. */
+static void send_journal(struct log *l, const struct event *e)
 {
+	const struct log_conn *c = &e->conn;
 	char full[1100], prio[16], conn[40], bytes[40], dur[48], id[48];
-	char remote[80];
+	char remote[80], addr[80], port[32], file[256], line[32];
 	_cleanup_free_ char *field = NULL;
-	struct iovec iov[10];
+	struct iovec iov[12];
 	size_t n = 0;
-
-	if (!l->journal) {
-		log_stderr(l, level, msg);
-		return;
-	}
 
 #define ADD(s, len)    (iov[n].iov_base = (void *)(s), iov[n].iov_len = (len), n++)
 #define ADDF(buf, ...) ADD(buf, fitted(snprintf(buf, sizeof(buf), __VA_ARGS__), sizeof(buf)))
-	ADDF(full, "MESSAGE=%s", msg);
-	ADDF(prio, "PRIORITY=%d", level);
-	if (msgid)
-		ADDF(id, "MESSAGE_ID=%s", msgid);
-	if (c) {
-		if (c->id)
-			ADDF(conn, "POOLD_CONN=%" PRIu64, c->id);
-		if (c->remote)
-			ADDF(remote, "POOLD_REMOTE=%s", c->remote);
-		if (c->bytes)
-			ADDF(bytes, "POOLD_BYTES=%" PRIu64, c->bytes);
-		if (c->duration_usec)
-			ADDF(dur, "POOLD_DURATION_USEC=%" PRIu64, c->duration_usec);
-		if (c->data) {
-			/* One iovec per field: the key and the client's bytes
-			 * must be one buffer. */
-			static const char key[] = "POOLD_MESSAGE=";
+	ADDF(full, "MESSAGE=%s", e->msg);
+	ADDF(prio, "PRIORITY=%d", e->level);
+	if (e->msgid)
+		ADDF(id, "MESSAGE_ID=%s", e->msgid);
+	if (c->id)
+		ADDF(conn, "POOLD_CONN=%" PRIu64, c->id);
+	/* POOLD_REMOTE as messages show it; the address and port alone too,
+	 * since journal matches are exact: journalctl POOLD_REMOTE_ADDR=::1. */
+	if (c->remote)
+		ADDF(remote, "POOLD_REMOTE=%s", c->remote);
+	if (c->addr)
+		ADDF(addr, "POOLD_REMOTE_ADDR=%s", c->addr);
+	if (c->port)
+		ADDF(port, "POOLD_REMOTE_PORT=%u", c->port);
+	if (c->bytes)
+		ADDF(bytes, "POOLD_BYTES=%" PRIu64, c->bytes);
+	if (c->duration_usec)
+		ADDF(dur, "POOLD_DURATION_USEC=%" PRIu64, c->duration_usec);
+	if (c->data) {
+		/* One iovec per field: the key and the client's bytes must be
+		 * one buffer. */
+		static const char key[] = "POOLD_MESSAGE=";
 
-			field = malloc(sizeof(key) - 1 + c->data_len);
-			if (!field) {
-				atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
-				return;
-			}
-			memcpy(field, key, sizeof(key) - 1);
-			memcpy(field + sizeof(key) - 1, c->data, c->data_len);
-			ADD(field, sizeof(key) - 1 + c->data_len);
+		field = malloc(sizeof(key) - 1 + c->data_len);
+		if (!field) {
+			atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
+			return;
 		}
+		memcpy(field, key, sizeof(key) - 1);
+		memcpy(field + sizeof(key) - 1, c->data, c->data_len);
+		ADD(field, sizeof(key) - 1 + c->data_len);
 	}
-	if (sd_journal_sendv(iov, (int)n) < 0)
+	snprintf(file, sizeof(file), "CODE_FILE=%s", e->file);
+	snprintf(line, sizeof(line), "CODE_LINE=%d", e->line);
+	if (sd_journal_sendv_with_location(file, line, e->func, iov, (int)n) < 0)
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
 #undef ADD
 #undef ADDF
 }
 
+/* sd_journal_sendv() silently succeeds when journald's socket is gone: look
+ * for it ourselves (once a batch on the log thread) and fall back to stderr. */
+static bool journal_up(const struct log *l)
+{
+	return l->journal && access(JOURNAL_SOCKET, F_OK) == 0;
+}
+
+/* Writes one event now, to the journal or to stderr. */
+static void write_event(struct log *l, bool journal, const struct event *e)
+{
+	if (journal)
+		send_journal(l, e);
+	else
+		log_stderr(l, e->level, e->msg);
+}
+
 /* Writes a batch: stderr lines are gathered into few write()s, journal
- * entries go one sd_journal_sendv() each. */
+ * entries go one send_journal() each. */
 static void write_batch(struct log *l, struct record *batch, char *buf)
 {
 	size_t len = 0;
 	unsigned lines = 0;
-
-	/* sd_journal_sendv() silently succeeds when journald's socket is gone:
-	 * look for it ourselves, once a batch, and fall back to stderr. */
-	bool journal = l->journal && access(JOURNAL_SOCKET, F_OK) == 0;
+	bool journal = journal_up(l);
 
 	while (batch) {
 		struct record *next = batch->next;
 
 		if (journal) {
-			emit(l, batch->level, batch->msgid, &batch->conn, batch->buf);
+			send_journal(l, &batch->ev);
 		} else {
 			if (len + 2048 > STDERR_BUF) {
 				write_stderr(l, buf, len, lines);
 				len = 0;
 				lines = 0;
 			}
-			len += format_line(buf + len, 2048, batch->level, batch->buf);
+			len += format_line(buf + len, 2048, batch->ev.level, batch->ev.msg);
 			lines++;
 		}
 		free(batch);
@@ -305,11 +334,16 @@ static void *log_thread(void *arg)
 		dropped = log_dropped(l);
 		if (dropped != l->reported && log_enabled(l, LOG_WARNING)) {
 			char msg[128];
+			struct event e = {
+				.level = LOG_WARNING, .file = __FILE__, .line = __LINE__, .func = __func__, .msg = msg
+			};
 
 			snprintf(msg, sizeof(msg), "Dropped %lu log entries: the journal did not keep up.",
 				 dropped - l->reported);
 			l->reported = dropped;
-			emit(l, LOG_WARNING, NULL, NULL, msg);
+			/* The one message about the loss takes the path every
+			 * event takes: the journal only if its socket is there. */
+			write_event(l, journal_up(l), &e);
 		}
 		pthread_mutex_lock(&l->lock);
 	}
@@ -327,47 +361,98 @@ int log_start(struct log *l)
 	return r;
 }
 
-void log_event(struct log *l, int level, const char *msgid, const struct log_conn *c, const char *fmt, ...)
+/* Copies s into buf with control characters (bytes below 0x20, and 0x7f)
+ * written as \n, \t, \r or \xNN, so that a file name or a client's string can
+ * never split an event or a STATUS= line in two. Everything else, the
+ * backslash included, is copied as is: messages often quote text that
+ * payload_escape() already rendered, which must not be escaped twice. Cuts at
+ * size - 1 bytes, never inside an escape; returns the length written. */
+size_t log_escape(const char *s, char *buf, size_t size)
 {
-	char msg[1024];
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	if (size == 0)
+		return 0;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		char esc[4] = { '\\' };
+		size_t n = 2;
+
+		if (ch >= 0x20 && ch != 0x7f) {
+			if (o + 1 >= size)
+				break;
+			buf[o++] = (char)ch;
+			continue;
+		}
+		if (ch == '\n')
+			esc[1] = 'n';
+		else if (ch == '\t')
+			esc[1] = 't';
+		else if (ch == '\r')
+			esc[1] = 'r';
+		else
+			esc[1] = 'x', esc[2] = hex[ch >> 4], esc[3] = hex[ch & 15], n = 4;
+		if (o + n >= size)
+			break;
+		memcpy(buf + o, esc, n);
+		o += n;
+	}
+	buf[o] = '\0';
+	return o;
+}
+
+void log_event_at(const char *file, int line, const char *func, struct log *l, int level, const char *msgid,
+		  const struct log_conn *c, const char *fmt, ...)
+{
+	char raw[1024], msg[1024];
+	struct event ev = { .level = level, .msgid = msgid, .file = file, .line = line, .func = func, .msg = msg };
 	struct record *rec;
-	size_t mlen, rlen = 0, dlen = 0, size;
+	size_t mlen, rlen = 0, alen = 0, dlen = 0, size;
 	va_list ap;
 	bool queued = false, wake = false;
 
 	if (!log_enabled(l, level))
 		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(raw, sizeof(raw), fmt, ap);
 	va_end(ap);
+	log_escape(raw, msg, sizeof(msg));
+	if (c)
+		ev.conn = *c;
 	if (!l->running) {
-		emit(l, level, msgid, c, msg);
+		write_event(l, journal_up(l), &ev);
 		return;
 	}
 
 	mlen = strlen(msg) + 1;
 	if (c && c->remote)
 		rlen = strlen(c->remote) + 1;
+	if (c && c->addr)
+		alen = strlen(c->addr) + 1;
 	if (c && c->data)
 		dlen = c->data_len;
-	size = sizeof(*rec) + mlen + rlen + dlen;
+	size = sizeof(*rec) + mlen + rlen + alen + dlen;
 	rec = malloc(size);
 	if (!rec) {
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
 		return;
 	}
 	rec->next = NULL;
-	rec->level = level;
-	rec->msgid = msgid;
-	rec->conn = c ? *c : (struct log_conn){ 0 };
+	rec->ev = ev;
 	memcpy(rec->buf, msg, mlen);
+	rec->ev.msg = rec->buf;
 	if (rlen) {
 		memcpy(rec->buf + mlen, c->remote, rlen);
-		rec->conn.remote = rec->buf + mlen;
+		rec->ev.conn.remote = rec->buf + mlen;
+	}
+	if (alen) {
+		memcpy(rec->buf + mlen + rlen, c->addr, alen);
+		rec->ev.conn.addr = rec->buf + mlen + rlen;
 	}
 	if (c && c->data) {
-		memcpy(rec->buf + mlen + rlen, c->data, dlen);
-		rec->conn.data = rec->buf + mlen + rlen;
+		memcpy(rec->buf + mlen + rlen + alen, c->data, dlen);
+		rec->ev.conn.data = rec->buf + mlen + rlen + alen;
 	}
 
 	pthread_mutex_lock(&l->lock);

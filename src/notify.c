@@ -1,7 +1,10 @@
 /* notify.c - the sd_notify() protocol. Called from the reactor thread only,
  * so STATUS= lines come in order. RELOADING=1 carries MONOTONIC_USEC as
- * systemd 253+ expects; systemd 252 ignores it harmlessly. */
+ * systemd 253+ expects; systemd 252 ignores it harmlessly. A status quoting a
+ * file name or a client's string has its control characters escaped
+ * (log_escape()): a newline would end STATUS= and start another assignment. */
 #include "notify.h"
+#include "log.h"
 #include "util.h"
 
 #include <inttypes.h>
@@ -25,7 +28,10 @@ void notify_stopping(void)
 
 void notify_status(const char *status)
 {
-	sd_notifyf(0, "STATUS=%s", status);
+	char buf[4096]; /* a longer status is cut */
+
+	log_escape(status, buf, sizeof(buf));
+	sd_notifyf(0, "STATUS=%s", buf);
 }
 
 void notify_watchdog(void)

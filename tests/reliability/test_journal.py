@@ -180,7 +180,8 @@ def test_journald_blocking(poold, fake_journal):
 def test_client_bytes_reach_the_journal_binary_safe(poold, fake_journal):
     """A working journal: a client's bytes (NUL, newlines, invalid UTF-8,
     escape sequences) arrive in POOLD_MESSAGE exactly, MESSAGE is printable,
-    and the session fields are there."""
+    the session fields are there, and each entry names the code that logged
+    it (CODE_FILE/CODE_LINE/CODE_FUNC once, never log.c's own send call)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(fake_journal / "socket"))
     entries, stop = [], threading.Event()
@@ -218,3 +219,8 @@ def test_client_bytes_reach_the_journal_binary_safe(poold, fake_journal):
     assert e["POOLD_BYTES"] == [str(len(evil)).encode()]
     started = [x for x in entries if x.get("MESSAGE_ID") == [b"28318b7268fe4acc854681b0705cbd8f"]]
     assert started, "no 'started' entry with its MESSAGE_ID"
+    assert e["CODE_FILE"] == [b"src/session.c"]
+    for x in entries:
+        assert len(x.get("CODE_FILE", [])) == 1 and len(x.get("CODE_LINE", [])) == 1, x.get("CODE_FILE")
+        assert x["CODE_FILE"] != [b"src/log.c"] and x["CODE_LINE"][0].isdigit(), (x["CODE_FILE"], x["MESSAGE"])
+        assert x.get("CODE_FUNC") and x["CODE_FUNC"] != [b"emit"]
