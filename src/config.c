@@ -7,6 +7,7 @@
  * immutable once loaded; connections hold references (config_ref()), so a
  * reload never changes what an in-flight client is served. */
 #include "config.h"
+#include "log.h"
 #include "payload.h"
 #include "util.h"
 
@@ -56,11 +57,6 @@ static const struct key keys[] = {
 	{ "listen", "address", KEY_ADDRESS, OFF(listen), "[::]:2727", 0, 0 },
 	{ "log", "level", KEY_LEVEL, OFF(log_level), "info", 0, 0 },
 	{ "log", "messages", KEY_BOOL, OFF(log_messages), "yes", 0, 0 },
-};
-
-static const char *const level_names[] = {
-	[LOG_ERR] = "err",   [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-	[LOG_INFO] = "info", [LOG_DEBUG] = "debug",
 };
 
 struct parse {
@@ -316,12 +312,11 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 		*(bool *)field = b;
 		return 0;
 	case KEY_LEVEL:
-		for (size_t i = 0; i < ARRAY_SIZE(level_names); i++)
-			if (level_names[i] && strcmp(value, level_names[i]) == 0) {
-				*(int *)field = (int)i;
-				return 0;
-			}
-		return fail(p, -EINVAL, "%s: \"%s\" is not one of err, warning, notice, info, debug", k->name, value);
+		r = log_level_from_name(value);
+		if (r < 0)
+			return fail(p, r, "%s: \"%s\" is not one of err, warning, notice, info, debug", k->name, value);
+		*(int *)field = r;
+		return 0;
 	case KEY_OVERLOAD:
 		if (strcmp(value, "close") == 0)
 			*(int *)field = OVERLOAD_CLOSE;
@@ -613,7 +608,7 @@ void config_print(const struct config *c, FILE *f)
 			fprintf(f, "%s = %s\n", k->name, *(const bool *)field ? "yes" : "no");
 			break;
 		case KEY_LEVEL:
-			fprintf(f, "%s = %s\n", k->name, level_names[*(const int *)field]);
+			fprintf(f, "%s = %s\n", k->name, log_level_name(*(const int *)field));
 			break;
 		case KEY_OVERLOAD:
 			fprintf(f, "%s = %s\n", k->name, *(const int *)field == OVERLOAD_BUSY ? "busy" : "close");
