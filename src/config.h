@@ -24,8 +24,11 @@ struct config {
 	char *payload_file; /* NULL when the payload came from text */
 	unsigned max_messages, message_size;
 	uint64_t idle_usec, session_usec, shutdown_usec; /* microseconds */
+	uint64_t linger_usec, linger_idle_usec;          /* lingering_time, lingering_timeout */
+	unsigned linger_bytes;                           /* lingering_bytes */
 	unsigned max_connections, per_source;
-	int overload; /* OVERLOAD_* */
+	unsigned send_buffer; /* SO_SNDBUF per client, bytes; 0 = the kernel's autotuning */
+	int overload;         /* OVERLOAD_* */
 	struct bytes busy_message;
 	char **listen; /* NULL-terminated */
 	int log_level; /* syslog priority, LOG_ERR..LOG_DEBUG */

@@ -112,16 +112,29 @@ int pool_new(unsigned threads, unsigned queue_max, pool_fn fn, void *ctx, struct
 	return 0;
 }
 
+/* Fresh connections queued beyond what the idle workers take at once: the
+ * ones that really wait for a busy worker. Idle workers take queued items in
+ * order, work on admitted connections included; an item queued with
+ * POOL_NOWAKE still counts its sleeping worker as idle until pool_wake(). */
+static unsigned fresh_waiting_locked(const struct pool *p)
+{
+	unsigned others = atomic_load_explicit(&p->waiting, memory_order_relaxed) - p->fresh;
+	unsigned free_idle = p->idle > others ? p->idle - others : 0;
+
+	return p->fresh > free_idle ? p->fresh - free_idle : 0;
+}
+
 /* Queues an item. A fresh connection (POOL_FRESH) is refused with -EBUSY
- * when queue_max fresh ones are already waiting; the caller applies the
- * overload policy. POOL_NOWAKE leaves waking a worker to pool_wake(), so a
- * caller queuing many items pays one wake-up for all of them. */
+ * when queue_max fresh ones already wait for a busy worker (with N idle
+ * workers, N more start at once); the caller applies the overload policy.
+ * POOL_NOWAKE leaves waking a worker to pool_wake(), so a caller queuing
+ * many items pays one wake-up for all of them. */
 int pool_submit(struct pool *p, struct pool_item *item, unsigned flags)
 {
 	bool fresh = flags & POOL_FRESH, wake;
 
 	pthread_mutex_lock(&p->lock);
-	if (p->shutdown || (fresh && p->fresh >= p->queue_max)) {
+	if (p->shutdown || (fresh && fresh_waiting_locked(p) >= p->queue_max)) {
 		pthread_mutex_unlock(&p->lock);
 		return -EBUSY;
 	}
@@ -239,13 +252,15 @@ void pool_stats(struct pool *p, struct pool_stats *ret)
 	pthread_mutex_lock(&p->lock);
 	ret->threads = p->target;
 	ret->busy = p->busy;
+	ret->idle = p->idle;
 	ret->waiting = atomic_load_explicit(&p->waiting, memory_order_relaxed);
 	pthread_mutex_unlock(&p->lock);
 	ret->done = atomic_load_explicit(&p->done, memory_order_relaxed);
 }
 
 /* Stops every worker after its current item and joins them. Items still
- * queued are not run: the caller drained them first. */
+ * queued are not run: the caller owns them (the reactor finds its conns in
+ * its registry and closes them). */
 struct pool *pool_free(struct pool *p)
 {
 	if (!p)

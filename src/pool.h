@@ -14,7 +14,7 @@ struct pool_item {
 };
 
 struct pool_stats {
-	unsigned threads, busy, waiting;
+	unsigned threads, busy, idle, waiting;
 	uint64_t done; /* items run so far */
 };
 

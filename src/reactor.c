@@ -126,40 +126,54 @@ static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size
 	out[n] = '\0';
 }
 
-/* Makes "addr:port" and the per-source key; IPv4 clients of a dual-stack
- * socket count as IPv4, not as ::ffff:a.b.c.d. */
-static void describe_peer(const struct sockaddr_storage *ss, char *remote, size_t len, unsigned char key[17])
+/* Says who the client is and makes its per-source key. IPv4 clients of a
+ * dual-stack socket count as IPv4, not as ::ffff:a.b.c.d; unix-socket clients
+ * count by the peer's uid (SO_PEERCRED), the one identity they have. */
+static void describe_peer(int fd, const struct sockaddr_storage *ss, struct peer *p)
 {
-	char host[INET6_ADDRSTRLEN];
-
-	memset(key, 0, 17);
+	memset(p->key, 0, sizeof(p->key));
+	p->port = 0;
 	if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
 
+		p->port = ntohs(s6->sin6_port);
 		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-			key[0] = AF_INET;
-			memcpy(key + 1, &s6->sin6_addr.s6_addr[12], 4);
-			format_ipv4(key + 1, ntohs(s6->sin6_port), remote, len);
+			p->key[0] = AF_INET;
+			memcpy(p->key + 1, &s6->sin6_addr.s6_addr[12], 4);
 		} else {
-			key[0] = AF_INET6;
-			memcpy(key + 1, &s6->sin6_addr, 16);
-			inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
-			snprintf(remote, len, "[%s]:%u", host, ntohs(s6->sin6_port));
+			p->key[0] = AF_INET6;
+			memcpy(p->key + 1, &s6->sin6_addr, 16);
+			inet_ntop(AF_INET6, &s6->sin6_addr, p->addr, sizeof(p->addr));
+			snprintf(p->remote, sizeof(p->remote), "[%s]:%u", p->addr, p->port);
+			return;
 		}
 	} else if (ss->ss_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
 
-		key[0] = AF_INET;
-		memcpy(key + 1, &s4->sin_addr, 4);
-		format_ipv4(key + 1, ntohs(s4->sin_port), remote, len);
+		p->port = ntohs(s4->sin_port);
+		p->key[0] = AF_INET;
+		memcpy(p->key + 1, &s4->sin_addr, 4);
 	} else {
-		key[0] = AF_UNIX;
-		snprintf(remote, len, "unix");
+		struct ucred cred;
+		socklen_t len = sizeof(cred);
+
+		p->key[0] = AF_UNIX;
+		snprintf(p->addr, sizeof(p->addr), "unix");
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
+			memcpy(p->key + 1, &cred.uid, sizeof(cred.uid));
+			snprintf(p->remote, sizeof(p->remote), "unix uid %u", (unsigned)cred.uid);
+		} else {
+			snprintf(p->remote, sizeof(p->remote), "unix");
+		}
+		return;
 	}
+	format_ipv4(p->key + 1, p->port, p->remote, sizeof(p->remote));
+	memcpy(p->addr, p->remote, strcspn(p->remote, ":"));
+	p->addr[strcspn(p->remote, ":")] = '\0';
 }
 
 /* Closes a client we will not serve, telling it so when overload = busy. */
-static void refuse(struct reactor *r, int fd, const char *remote, const char *why)
+static void refuse(struct reactor *r, int fd, const struct peer *p, const char *why)
 {
 	uint64_t now = now_usec();
 
@@ -182,8 +196,9 @@ static void refuse(struct reactor *r, int fd, const char *remote, const char *wh
 		r->refuse_suppressed = 0;
 	}
 	if (r->refuse_logged++ < REFUSE_LOGS_PER_SEC)
-		log_event(r->log, LOG_NOTICE, MSGID_REFUSED, &(struct log_conn){ .remote = remote },
-			  "Refused connection from %s: %s", remote, why);
+		log_event(r->log, LOG_NOTICE, MSGID_REFUSED,
+			  &(struct log_conn){ .remote = p->remote, .addr = p->addr, .port = p->port },
+			  "Refused connection from %s: %s", p->remote, why);
 	else
 		r->refuse_suppressed++;
 }
@@ -213,7 +228,8 @@ static void accept_overloaded(struct reactor *r, int lfd, int err)
 		close(r->reserve_fd);
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
-			refuse(r, fd, "unknown", "out of file descriptors");
+			refuse(r, fd, &(struct peer){ .remote = "unknown", .addr = "unknown" },
+			       "out of file descriptors");
 		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	if (log_enabled(r->log, LOG_WARNING) && r->accepting)
@@ -227,22 +243,21 @@ static void accept_overloaded(struct reactor *r, int lfd, int err)
 static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage *ss)
 {
 	const struct config *cfg = r->cfg;
-	unsigned char key[17];
-	char remote[64];
+	struct peer peer;
 	struct source **slot, *src;
 	struct conn *c;
 	uint64_t now;
 
-	describe_peer(ss, remote, sizeof(remote), key);
+	describe_peer(fd, ss, &peer);
 	pthread_mutex_lock(&r->reg_lock);
 	if (r->nconns >= cfg->max_connections) {
 		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, remote, "too many connections (max_connections)");
+		return refuse(r, fd, &peer, "too many connections (max_connections)");
 	}
-	slot = source_slot(r, key);
+	slot = source_slot(r, peer.key);
 	if (cfg->per_source && *slot && (*slot)->count >= cfg->per_source) {
 		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, remote, "too many connections from this address (per_source)");
+		return refuse(r, fd, &peer, "too many connections from this source (per_source)");
 	}
 	c = calloc(1, sizeof(*c));
 	src = *slot ? *slot : calloc(1, sizeof(*src));
@@ -251,10 +266,10 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 			free(src);
 		free(c);
 		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, remote, "out of memory");
+		return refuse(r, fd, &peer, "out of memory");
 	}
 	if (!*slot) {
-		memcpy(src->key, key, 17);
+		memcpy(src->key, peer.key, 17);
 		*slot = src;
 	}
 	src->count++;
@@ -265,7 +280,7 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 	c->cfg = config_ref(r->cfg);
 	c->start_usec = c->active_usec = now;
 	c->source = src;
-	memcpy(c->remote, remote, sizeof(c->remote));
+	c->peer = peer;
 	c->next = r->conns;
 	if (r->conns)
 		r->conns->prev = c;
@@ -274,14 +289,23 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 	pthread_mutex_unlock(&r->reg_lock);
 
 	if (log_enabled(r->log, LOG_DEBUG))
-		log_event(r->log, LOG_DEBUG, NULL, &(struct log_conn){ .id = c->id, .remote = c->remote },
-			  "Accepted connection %" PRIu64 " from %s", c->id, c->remote);
+		log_event(
+			r->log, LOG_DEBUG, NULL,
+			&(struct log_conn){ .id = c->id, .remote = peer.remote, .addr = peer.addr, .port = peer.port },
+			"Accepted connection %" PRIu64 " from %s", c->id, peer.remote);
+	/* A cap on what the kernel holds for a client that does not read
+	 * ([limits] send_buffer); the kernel doubles it and clamps it to
+	 * net.core.wmem_max. */
+	if (cfg->send_buffer) {
+		int sb = (int)cfg->send_buffer;
+
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
+	}
 	if (pool_submit(r->pool, &c->item, POOL_FRESH | POOL_NOWAKE) < 0) {
-		/* The waiting room is full: undo and refuse. */
-		c->reason = "refused";
+		/* The waiting room is full: undo (unlogged, uncounted) and refuse. */
 		c->fd = -1;
 		conn_close(r, c);
-		refuse(r, fd, remote, "all workers busy and the queue is full (queue_max)");
+		refuse(r, fd, &peer, "all workers busy and the queue is full (queue_max)");
 	}
 }
 
@@ -355,8 +379,7 @@ static int conn_park(struct reactor *r, struct conn *c, int want)
 static void conn_close(struct reactor *r, struct conn *c)
 {
 	if (c->fd >= 0) {
-		session_log_end(c, r->log);
-		close(c->fd);
+		session_close(c, r->log);
 		atomic_fetch_add_explicit(&r->served, 1, memory_order_relaxed);
 	}
 	pthread_mutex_lock(&r->reg_lock);
@@ -394,7 +417,7 @@ static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
 	int want = session_step(c, r->log, scratch);
 
 	if (want != SESSION_DONE && atomic_load_explicit(&r->aborting, memory_order_relaxed)) {
-		c->reason = "poold is stopping";
+		session_abort(c, "poold is stopping");
 		want = SESSION_DONE;
 	}
 	if (want != SESSION_DONE) {
@@ -407,7 +430,7 @@ static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
 		}
 		if (conn_park(r, c, want) == 0)
 			return;
-		c->reason = "failed to wait for the client";
+		session_abort(c, "failed to wait for the client");
 	}
 	conn_close(r, c);
 }
@@ -426,7 +449,7 @@ static void sweep(struct reactor *r, uint64_t now, bool all)
 			c->in_epoll = false;
 			c->expired = true;
 			if (all)
-				c->reason = "poold is stopping";
+				session_abort(c, "poold is stopping");
 			pthread_mutex_unlock(&c->lock);
 			pool_submit(r->pool, &c->item, POOL_NOWAKE);
 			continue;
@@ -439,7 +462,13 @@ static void sweep(struct reactor *r, uint64_t now, bool all)
 
 static uint64_t sweep_interval(const struct config *c)
 {
-	uint64_t t = (c->idle_usec < c->session_usec ? c->idle_usec : c->session_usec) / 8;
+	uint64_t t = c->idle_usec < c->session_usec ? c->idle_usec : c->session_usec;
+
+	if (c->linger_idle_usec < t)
+		t = c->linger_idle_usec;
+	if (c->linger_usec && c->linger_usec < t)
+		t = c->linger_usec;
+	t /= 8;
 
 	if (t < 5 * USEC_PER_MSEC)
 		t = 5 * USEC_PER_MSEC;
@@ -502,6 +531,7 @@ static void watchdog(struct reactor *r, uint64_t now)
 
 static void reload(struct reactor *r)
 {
+	struct pool_stats st;
 	struct config *c = NULL;
 	char err[512];
 	int k;
@@ -517,9 +547,10 @@ static void reload(struct reactor *r)
 		return;
 	}
 	k = pool_resize(r->pool, c->threads, c->queue_max);
+	pool_stats(r->pool, &st);
 	if (k < 0)
-		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s, ignoring.", c->threads,
-			  strerror(-k));
+		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s, running %u, ignoring.",
+			  c->threads, strerror(-k), st.threads);
 	if (!r->listeners->activated) {
 		bool same = true;
 		size_t i;
@@ -535,7 +566,7 @@ static void reload(struct reactor *r)
 	r->cfg = c;
 	r->reload_error[0] = '\0';
 	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL, "Reloaded configuration: %u threads, payload of %zu bytes.",
-		  c->threads, c->payload.len);
+		  st.threads, c->payload.len);
 	update_status(r, true);
 	notify_ready();
 }
@@ -689,13 +720,18 @@ struct reactor *reactor_free(struct reactor *r)
 {
 	if (!r)
 		return NULL;
-	/* Close what is left (an error exit); workers are idle or gone. */
-	if (r->pool) {
-		atomic_store(&r->aborting, true);
-		sweep(r, UINT64_MAX, true);
-		for (int i = 0; i < 1000 && conn_count(r) > 0; i++)
-			usleep(1000);
-		r->pool = pool_free(r->pool);
+	/* An error exit may leave conns queued, parked or lingering. Once the
+	 * workers are joined no step runs, and the registry holds every conn
+	 * left: close them all here. */
+	atomic_store(&r->aborting, true);
+	r->pool = pool_free(r->pool);
+	while (r->conns) {
+		struct conn *c = r->conns;
+
+		if (c->in_epoll)
+			epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		session_abort(c, "poold is exiting");
+		conn_close(r, c);
 	}
 	if (r->epfd >= 0)
 		close(r->epfd);

@@ -2,7 +2,18 @@
  * what is left of the payload, then read and log messages, until the socket
  * would block. It never waits on a client: it returns what it waits for and
  * the reactor parks the connection until then. The conn is owned by the
- * calling worker for the whole step, so nothing here takes a lock. */
+ * calling worker for the whole step, so nothing here takes a lock.
+ *
+ * Lingering close (nginx's lingering_close, Apache's lingering close). When
+ * poold ends a session while the client's bytes sit unread in the socket, or
+ * while sent bytes are still unacknowledged, a plain close() makes the kernel
+ * answer with a reset and throw away the part of the payload not yet
+ * delivered. So poold shuts its side down (the client reads the rest and a
+ * clean EOF), then reads and discards whatever the client still sends until
+ * the client closes, bounded by lingering_time, lingering_timeout and
+ * lingering_bytes. A lingering conn is parked like any waiting client. With
+ * nothing pending either way (the common case: the client sent nothing more
+ * and acknowledged everything) it closes at once, at the cost of two ioctls. */
 #include "session.h"
 #include "config.h"
 #include "log.h"
@@ -10,16 +21,26 @@
 #include "util.h"
 
 #include <inttypes.h>
+#include <linux/sockios.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#define READS_PER_STEP 16 /* then requeue, so one chatty client cannot hog a worker */
+#define READS_PER_STEP 16    /* then requeue, so one chatty client cannot hog a worker */
+#define DRAIN_BYTES    16384 /* per read while lingering */
 
 uint64_t session_deadline(const struct conn *c)
 {
-	uint64_t idle = c->active_usec + c->cfg->idle_usec;
-	uint64_t whole = c->start_usec + c->cfg->session_usec;
+	const struct config *cfg = c->cfg;
+	uint64_t idle, whole;
 
+	if (c->state == CONN_LINGERING) {
+		idle = c->active_usec + cfg->linger_idle_usec;
+		whole = c->linger_start_usec + cfg->linger_usec;
+	} else {
+		idle = c->active_usec + cfg->idle_usec;
+		whole = c->start_usec + cfg->session_usec;
+	}
 	return idle < whole ? idle : whole;
 }
 
@@ -56,8 +77,66 @@ static void log_message(struct conn *c, struct log *log, const char *buf, size_t
 		return;
 	payload_escape(buf, n, preview, sizeof(preview));
 	log_event(log, LOG_INFO, NULL,
-		  &(struct log_conn){ .id = c->id, .remote = c->remote, .bytes = n, .data = buf, .data_len = n },
-		  "Received message %u (%zu bytes) from %s: \"%s\"", c->messages, n, c->remote, preview);
+		  &(struct log_conn){ .id = c->id,
+				      .remote = c->peer.remote,
+				      .addr = c->peer.addr,
+				      .port = c->peer.port,
+				      .bytes = n,
+				      .data = buf,
+				      .data_len = n },
+		  "Received message %u (%zu bytes) from %s: \"%s\"", c->messages, n, c->peer.remote, preview);
+}
+
+/* Reads and discards what the client still sends after our side shut down,
+ * until it closes or a bound is reached. */
+static int step_linger(struct conn *c, uint64_t now)
+{
+	char buf[DRAIN_BYTES];
+
+	for (int i = 0; i < READS_PER_STEP; i++) {
+		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n > 0) {
+			c->discarded += (uint64_t)n;
+			c->active_usec = now;
+			if (c->discarded > c->cfg->linger_bytes) {
+				c->linger_end = "closed at lingering_bytes";
+				return SESSION_DONE;
+			}
+			continue;
+		}
+		if (n == 0) {
+			c->linger_end = "client closed";
+			c->clean = true;
+			return SESSION_DONE;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return SESSION_WANT_READ;
+		c->linger_end = errno == ECONNRESET ? "connection reset by client" : "receive failed";
+		return SESSION_DONE;
+	}
+	return SESSION_WANT_READ;
+}
+
+/* poold ends the session (c->reason says why) once the whole payload is
+ * queued: close at once when nothing is pending either way, else shut our
+ * side down and linger (see the top of this file). */
+static int session_finish(struct conn *c, uint64_t now)
+{
+	int unread = 0, outq = 0;
+
+	if (ioctl(c->fd, FIONREAD, &unread) == 0 && unread == 0 && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq == 0) {
+		c->clean = true;
+		return SESSION_DONE;
+	}
+	if (c->cfg->linger_usec == 0 || shutdown(c->fd, SHUT_WR) < 0)
+		return SESSION_DONE;
+	c->state = CONN_LINGERING;
+	c->linger_start_usec = c->active_usec = now;
+	c->expired = false;
+	return step_linger(c, now);
 }
 
 static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t now)
@@ -84,7 +163,7 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 
 		if (c->messages >= cfg->max_messages) {
 			c->reason = "all messages read";
-			return SESSION_DONE;
+			return session_finish(c, now);
 		}
 		n = recv(c->fd, buf, size, MSG_DONTWAIT);
 		if (n > 0) {
@@ -96,6 +175,7 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 		}
 		if (n == 0) {
 			c->reason = "closed by client";
+			c->clean = true;
 			return SESSION_DONE;
 		}
 		if (errno == EINTR)
@@ -116,37 +196,93 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 	uint64_t now = now_usec();
 
 	if (c->expired || now >= session_deadline(c)) {
-		if (!c->reason) /* the reactor may have said why already */
-			c->reason = now >= c->start_usec + c->cfg->session_usec ? "session timeout" : "idle timeout";
-		return SESSION_DONE;
+		if (c->state == CONN_LINGERING) {
+			if (!c->linger_end)
+				c->linger_end = now >= c->linger_start_usec + c->cfg->linger_usec
+							? "closed at lingering_time"
+							: "closed at lingering_timeout";
+			return SESSION_DONE;
+		}
+		if (c->reason) /* the reactor said why already */
+			return SESSION_DONE;
+		if (now >= c->start_usec + c->cfg->session_usec) {
+			/* A hard cap: no lingering past it. */
+			c->reason = "session timeout";
+			return SESSION_DONE;
+		}
+		/* A silent client that has the whole payload queued still gets it. */
+		c->reason = "idle timeout";
+		return c->state == CONN_READING ? session_finish(c, now) : SESSION_DONE;
 	}
-	if (c->state == CONN_SENDING) {
+	switch (c->state) {
+	case CONN_SENDING: {
 		int r = step_send(c, now);
 
 		if (r != SESSION_WANT_READ)
 			return r;
 		if (c->cfg->max_messages == 0) {
 			c->reason = "payload sent";
-			return SESSION_DONE;
+			return session_finish(c, now);
 		}
 		/* A client answers only after it got the payload: a recv() now
 		 * would almost always fail with EAGAIN. The worker looks again
 		 * later or parks the conn in epoll (reactor_work()). */
 		return SESSION_WANT_READ;
 	}
-	return step_read(c, log, scratch, now);
+	case CONN_READING:
+		return step_read(c, log, scratch, now);
+	default:
+		return step_linger(c, now);
+	}
 }
 
-void session_log_end(const struct conn *c, struct log *log)
+/* Ends the session now, whatever it was doing (poold is stopping). */
+void session_abort(struct conn *c, const char *why)
+{
+	if (c->state == CONN_LINGERING)
+		c->linger_end = why;
+	else
+		c->reason = why;
+}
+
+/* Logs the close record and closes the socket. Unless the session ended
+ * cleanly (the client closed, or everything was acknowledged), the record
+ * says how many bytes the kernel still held unacknowledged (SIOCOUTQ): with
+ * unread bytes at close() the kernel resets the connection and drops them. */
+void session_close(struct conn *c, struct log *log)
 {
 	uint64_t usec = now_usec() - c->start_usec;
+	char linger[160] = "", unsent[96] = "";
+	int outq = 0;
 
-	if (!log_enabled(log, LOG_INFO))
-		return;
-	log_event(log, LOG_INFO, NULL,
-		  &(struct log_conn){ .id = c->id, .remote = c->remote, .bytes = c->sent, .duration_usec = usec },
-		  "Closed connection %" PRIu64 " from %s after %" PRIu64 ".%03" PRIu64
-		  " ms: sent %zu of %zu bytes, %u messages (%" PRIu64 " bytes) received, %s",
-		  c->id, c->remote, usec / 1000, usec % 1000, c->sent, c->cfg->payload.len, c->messages, c->received,
-		  c->reason ? c->reason : "closed");
+	if (log_enabled(log, LOG_INFO)) {
+		if (!c->clean && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
+			/* After shutdown() the FIN counts as one byte. */
+			if (c->state == CONN_LINGERING)
+				outq--;
+			if (outq > 0)
+				snprintf(unsent, sizeof(unsent),
+					 "; %d bytes not yet received by the client at the close", outq);
+		}
+		if (c->state == CONN_LINGERING) {
+			uint64_t l = now_usec() - c->linger_start_usec;
+
+			snprintf(linger, sizeof(linger),
+				 "; lingered %" PRIu64 ".%03" PRIu64 " ms, discarded %" PRIu64 " bytes, %s", l / 1000,
+				 l % 1000, c->discarded, c->linger_end ? c->linger_end : "closed");
+		}
+		log_event(log, LOG_INFO, NULL,
+			  &(struct log_conn){ .id = c->id,
+					      .remote = c->peer.remote,
+					      .addr = c->peer.addr,
+					      .port = c->peer.port,
+					      .bytes = c->sent,
+					      .duration_usec = usec },
+			  "Closed connection %" PRIu64 " from %s after %" PRIu64 ".%03" PRIu64
+			  " ms: sent %zu of %zu bytes, %u message%s (%" PRIu64 " bytes) received, %s%s%s",
+			  c->id, c->peer.remote, usec / 1000, usec % 1000, c->sent, c->cfg->payload.len, c->messages,
+			  c->messages == 1 ? "" : "s", c->received, c->reason ? c->reason : "closed", linger, unsent);
+	}
+	close(c->fd);
+	c->fd = -1;
 }

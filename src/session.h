@@ -1,5 +1,6 @@
 /* session.h - one client's session, the tutorial's protocol: the payload,
- * then up to max_messages reads of message_size bytes, each logged. */
+ * then up to max_messages reads of message_size bytes, each logged, then a
+ * lingering close that lets the client read the whole payload. */
 #ifndef POOLD_SESSION_H
 #define POOLD_SESSION_H
 
@@ -12,7 +13,15 @@
 struct config;
 struct log;
 
-enum { CONN_SENDING, CONN_READING };
+enum { CONN_SENDING, CONN_READING, CONN_LINGERING };
+
+/* Who the client is, as logged and as counted per source. */
+struct peer {
+	char remote[64];       /* "addr:port", "[v6]:port" or "unix uid N"; IPv4 never as ::ffff: */
+	char addr[48];         /* the address alone (POOLD_REMOTE_ADDR), "unix" for unix clients */
+	unsigned port;         /* 0 for unix clients */
+	unsigned char key[17]; /* per-source key: family byte + address, or AF_UNIX + uid */
+};
 enum { SESSION_DONE, SESSION_WANT_READ, SESSION_WANT_WRITE };
 
 struct conn {
@@ -31,13 +40,18 @@ struct conn {
 	unsigned messages;
 	uint64_t received;                               /* bytes */
 	uint64_t start_usec, active_usec, deadline_usec; /* monotonic */
+	uint64_t linger_start_usec;                      /* when our side shut down */
+	uint64_t discarded;                              /* bytes drained while lingering */
 	const char *reason;                              /* why the session ended */
+	const char *linger_end;                          /* how the lingering close ended */
+	bool clean;                                      /* nothing of ours was left unacknowledged */
 	struct source *source;                           /* per-address count, reactor-owned */
-	char remote[64];                                 /* "addr:port", IPv4 never as ::ffff: */
+	struct peer peer;
 };
 
 int session_step(struct conn *c, struct log *log, void **scratch);
 uint64_t session_deadline(const struct conn *c);
-void session_log_end(const struct conn *c, struct log *log);
+void session_abort(struct conn *c, const char *why);
+void session_close(struct conn *c, struct log *log);
 
 #endif

@@ -19,8 +19,8 @@ from harness import Poold, poold_bin  # noqa: E402
 def poold(tmp_path):
     started = []
 
-    def start(config="", **kw):
-        p = Poold(str(tmp_path), config, **kw)
+    def start(config="", directory=None, **kw):
+        p = Poold(directory or str(tmp_path), config, **kw)
         started.append(p)
         return p
 

@@ -94,7 +94,7 @@ class NotifySocket:
 
 class Poold:
     def __init__(self, tmpdir, config, activate=False, listen=None, extra_env=None, notify=False,
-                 prlimit_nofile=None, args=(), wait_ready=True):
+                 prlimit_nofile=None, args=(), wait_ready=True, wrap=()):
         self.tmpdir = tmpdir
         self.config_path = os.path.join(tmpdir, "poold.conf")
         self.port = free_port()
@@ -123,6 +123,7 @@ class Poold:
             cmd = sa + ["-E", "POOLD_LOG_TARGET=stderr"] + cmd
         if prlimit_nofile:
             cmd = ["prlimit", f"--nofile={prlimit_nofile}:{prlimit_nofile}", "--"] + cmd
+        cmd = list(wrap) + cmd  # e.g. setpriv to run poold as another user
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -81,7 +81,7 @@ def test_per_source_limit(poold):
     recv_exact(a, 26), recv_exact(b, 26)
     with p.connect() as c:
         assert recv_all(c) == b""
-    p.wait_log(r"too many connections from this address \(per_source\)")
+    p.wait_log(r"too many connections from this source \(per_source\)")
     # Another loopback address is another source.
     with socket.create_connection((p.host, p.port), source_address=("127.0.0.2", 0), timeout=5) as d:
         assert recv_exact(d, 26) == TUTORIAL_PAYLOAD

@@ -129,7 +129,7 @@ def test_unix_socket(poold, tmp_path):
     with p.connect() as s:
         assert recv_exact(s, 26) == TUTORIAL_PAYLOAD
         s.send(b"over unix")
-    p.wait_log(r"Received message 1 \(9 bytes\) from unix: \"over unix\"")
+    p.wait_log(r"Received message 1 \(9 bytes\) from unix uid 0: \"over unix\"")
 
 
 def test_socket_activated_tcp(poold):

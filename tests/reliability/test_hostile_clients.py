@@ -453,8 +453,8 @@ def test_per_source_ipv4_and_ipv6(poold):
     figure("per_source = 3, 4 tries each", result)
     assert result == {"127.0.0.2": [True, True, True, False], "::1": [True, True, True, False]}
     assert other == TUTORIAL_PAYLOAD and local == TUTORIAL_PAYLOAD
-    p.wait_log(r"Refused connection from 127\.0\.0\.2:\d+: too many connections from this address")
-    p.wait_log(r"Refused connection from \[::1\]:\d+: too many connections from this address")
+    p.wait_log(r"Refused connection from 127\.0\.0\.2:\d+: too many connections from this source")
+    p.wait_log(r"Refused connection from \[::1\]:\d+: too many connections from this source")
     held[0].close()
     p.wait_log(r"Closed connection 1 ")
     again, data = conn(socket.AF_INET, "127.0.0.1", port4, "127.0.0.2")

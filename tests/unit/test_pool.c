@@ -132,6 +132,42 @@ TEST(queue_max_refuses_fresh_items_only)
 	free(c);
 }
 
+/* With idle workers, a burst queued before any of them wakes (POOL_NOWAKE,
+ * as the reactor's accept loop does) is not in the waiting room: only what
+ * the idle workers cannot take counts against queue_max. */
+TEST(queue_max_counts_only_clients_no_idle_worker_takes)
+{
+	struct ctx *c = ctx_new(false);
+	struct item items[7];
+	struct pool_stats st;
+	struct pool *p;
+
+	ASSERT_EQ(pool_new(4, 1, work, c, &p), 0);
+	for (int i = 0; i < 5000; i++) {
+		pool_stats(p, &st);
+		if (st.idle == 4)
+			break;
+		usleep(1000);
+	}
+	ASSERT_EQ(st.idle, 4);
+	for (int i = 0; i < 5; i++) {
+		items[i].value = i;
+		ASSERT_EQ(pool_submit(p, &items[i].it, POOL_FRESH | POOL_NOWAKE), 0);
+	}
+	items[5].value = 5;
+	ASSERT_EQ(pool_submit(p, &items[5].it, POOL_FRESH | POOL_NOWAKE), -EBUSY);
+	/* Work on an admitted connection takes an idle worker's place. */
+	items[6].value = 6;
+	ASSERT_EQ(pool_submit(p, &items[6].it, POOL_NOWAKE), 0);
+	pool_wake(p);
+	wait_running(c, 4);
+	open_gate(c);
+	wait_done(p, 6);
+	pool_free(p);
+	ASSERT_EQ(atomic_load(&c->n), 6);
+	free(c);
+}
+
 TEST(resize_grows_and_shrinks)
 {
 	struct ctx *c = ctx_new(false);
