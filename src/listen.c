@@ -171,9 +171,7 @@ int listen_open(char **addresses, struct listeners *ret, char *err, size_t errle
 		}
 	}
 	if (r < 0) {
-		if (!l.activated)
-			listen_close(&l);
-		free(l.fds);
+		listen_close(&l);
 		return r;
 	}
 	*ret = l;

@@ -177,9 +177,9 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 
-	r = reactor_new(o.config, cfg, &listeners, log, &reactor);
+	r = reactor_new(o.config, cfg, &listeners, log, &reactor, err, sizeof(err));
 	if (r < 0) {
-		r = fatal(log, EX_OSERR, "Failed to start %u worker threads: %s", cfg->threads, strerror(-r));
+		r = fatal(log, EX_OSERR, "%s", err);
 		goto out;
 	}
 	r = reactor_run(reactor);

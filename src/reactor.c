@@ -679,7 +679,9 @@ int reactor_run(struct reactor *r)
 	return 0;
 }
 
-int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log, struct reactor **ret)
+/* On failure err says what failed. */
+int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log, struct reactor **ret,
+		char *err, size_t errlen)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
 	struct reactor *r;
@@ -687,8 +689,10 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	int k;
 
 	r = calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		snprintf(err, errlen, "Failed to start: out of memory");
 		return -ENOMEM;
+	}
 	r->config_path = config_path;
 	r->cfg = config_ref(cfg);
 	r->listeners = l;
@@ -703,12 +707,14 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (r->sigfd < 0 || r->epfd < 0 || epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev) < 0) {
 		k = -errno;
+		snprintf(err, errlen, "Failed to set up the event loop: %s", strerror(-k));
 		reactor_free(r);
 		return k;
 	}
 	listeners_arm(r, true);
 	k = pool_new(cfg->threads, cfg->queue_max, reactor_work, r, &r->pool);
 	if (k < 0) {
+		snprintf(err, errlen, "Failed to start %u worker threads: %s", cfg->threads, strerror(-k));
 		reactor_free(r);
 		return k;
 	}

@@ -8,7 +8,7 @@ import sys
 
 POOLD = {
     "worker_main", "reactor_work", "session_step", "conn_close", "conn_park", "session_log_end",
-    "log_event", "log_stderr", "accept_one", "on_listener", "on_conn", "reactor_run",
+    "log_event_at", "log_stderr", "accept_one", "on_listener", "on_conn", "reactor_run",
     "pool_submit", "describe_peer", "step_send", "step_read", "refuse", "timers", "sweep",
     "update_status", "log_message", "payload_escape",
 }

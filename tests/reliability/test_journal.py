@@ -216,6 +216,9 @@ def test_client_bytes_reach_the_journal_binary_safe(poold, fake_journal):
     assert e["PRIORITY"] == [b"6"]
     assert len(e["MESSAGE"]) == 1 and all(0x20 <= c < 0x7f for c in e["MESSAGE"][0])
     assert e["POOLD_REMOTE"][0].startswith(b"127.0.0.1:")
+    # The address alone, so `journalctl POOLD_REMOTE_ADDR=127.0.0.1` matches.
+    assert e["POOLD_REMOTE_ADDR"] == [b"127.0.0.1"]
+    assert e["POOLD_REMOTE"][0] == b"127.0.0.1:" + e["POOLD_REMOTE_PORT"][0]
     assert e["POOLD_BYTES"] == [str(len(evil)).encode()]
     started = [x for x in entries if x.get("MESSAGE_ID") == [b"28318b7268fe4acc854681b0705cbd8f"]]
     assert started, "no 'started' entry with its MESSAGE_ID"
