@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check bench-quick profile
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check bench-quick bench-ab profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -119,6 +119,9 @@ bench: $(BIN)
 	$(PYTHON) tests/bench/run $(BENCH_ARGS)
 bench-quick: $(BIN)
 	$(PYTHON) tests/bench/run --quick
+# Two poold builds, interleaved under W1/W2 (make bench-ab BASE=/path/to/old/poold).
+bench-ab: $(BIN)
+	$(PYTHON) tests/bench/ab $(BENCH_AB_ARGS) $(BASE) $(abspath $(BIN))
 # callgrind and perf profiles of poold under W1 and W2.
 profile: $(BIN)
 	POOLD_BIN=$(abspath $(BIN)) tests/bench/profile $(PROFILE_DIR)
