@@ -11,6 +11,7 @@
 #include "payload.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <ini.h>
 #include <inttypes.h>
@@ -23,6 +24,7 @@
 #define CONFIG_FILE_MAX ((size_t)1 << 20)  /* bytes per config file */
 #define LINE_MAX_BYTES  (INI_MAX_LINE - 2) /* inih needs room for "\n\0" */
 #define LISTEN_MAX      64
+#define NAME_SHOWN      1024 /* bytes of an escaped file name in a message */
 
 enum key_type { KEY_UINT, KEY_DURATION, KEY_BOOL, KEY_LEVEL, KEY_OVERLOAD, KEY_TEXT, KEY_FILE, KEY_ADDRESS };
 
@@ -78,7 +80,7 @@ struct parse {
 	bool indented; /* the current line is an inih continuation */
 
 	unsigned seen[ARRAY_SIZE(keys)]; /* line where this file set each key */
-	const struct key *last;          /* key of the previous line, for continuations */
+	const struct key *last;          /* key an indented line continues; NULL after [section] */
 	bool payload_set;                /* this file chose the payload source */
 	bool listen_set;                 /* this file replaced the inherited addresses */
 };
@@ -86,6 +88,7 @@ struct parse {
 static int fail(struct parse *p, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct parse *p, int r, const char *fmt, ...)
 {
+	char name[NAME_SHOWN];
 	va_list ap;
 	int n;
 
@@ -93,13 +96,46 @@ static int fail(struct parse *p, int r, const char *fmt, ...)
 		return p->r;
 	p->r = r;
 	p->err_line = p->line;
-	n = snprintf(p->err, p->errlen, "%s:%u: ", p->file, p->line);
+	n = snprintf(p->err, p->errlen, "%s:%u: ", payload_escape_name(p->file, name, sizeof(name)), p->line);
 	if (n < 0 || (size_t)n >= p->errlen)
 		return r;
 	va_start(ap, fmt);
 	vsnprintf(p->err + n, p->errlen - (size_t)n, fmt, ap);
 	va_end(ap);
 	return r;
+}
+
+/* Looks at line the way ini_parse_stream() will: for a section header, inih
+ * forgets the previous key (so must we, or an indented line after it would
+ * continue that key here while inih reads a new key), and it ignores any
+ * text after the "]", which would silently drop "[pool] threads = 5". An
+ * indented "[x]" right after a key is more of its value, not a header.
+ * p->last stands for inih's previous key name: both are set by every key
+ * line (the handler runs before the next line is read) and cleared here. */
+static int section_line(struct parse *p, const char *line)
+{
+	const char *s = line, *close, *e;
+	bool was_space = false;
+
+	if (p->line == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+		s += 3; /* inih skips a UTF-8 BOM */
+	while (isspace((unsigned char)*s))
+		s++;
+	if (*s != '[' || (p->indented && p->last))
+		return 0;
+	p->last = NULL;
+	/* inih's end of the name: "]", or an inline ";" comment after a space
+	 * (a syntax error, which inih reports). */
+	for (close = s + 1; *close && *close != ']' && !(was_space && *close == ';'); close++)
+		was_space = isspace((unsigned char)*close);
+	if (*close != ']')
+		return 0;
+	for (e = close + 1; isspace((unsigned char)*e); e++)
+		;
+	if (*e != '\0' && *e != ';' && *e != '#')
+		return fail(p, -EINVAL, "text after %.*s (only a comment may follow a section header)",
+			    (int)(close + 1 - s), s);
+	return 0;
 }
 
 /* An inih reader over a buffer that counts lines and refuses lines inih would
@@ -132,8 +168,11 @@ static char *reader(char *str, int num, void *stream)
 	memcpy(str, start, take);
 	str[take] = '\n';
 	str[take + 1] = '\0';
-	p->indented = take > 0 && (start[0] == ' ' || start[0] == '\t');
+	/* inih's own test for a continuation: isspace(), not just ' ' and '\t'. */
+	p->indented = take > 0 && isspace((unsigned char)start[0]);
 	p->pos += n + (nl ? 1 : 0);
+	if (section_line(p, str) < 0)
+		return NULL;
 	return str;
 }
 
@@ -242,9 +281,39 @@ static int set_text(struct parse *p, const struct key *k, const char *value, boo
 	return 0;
 }
 
+/* The directory of the config file being parsed, as an absolute path: a
+ * relative payload path is stored resolved against it, so --print-config's
+ * "file =" reads back the same from any working directory. An absolute
+ * config path is kept as written; a relative one goes through realpath(). The
+ * payload file itself is not resolved: a symlink to it is followed anew on
+ * each load. */
+static int file_dir(const char *file, char **ret)
+{
+	const char *slash = strrchr(file, '/');
+	_cleanup_free_ char *dir = NULL;
+	char *abs;
+
+	if (file[0] == '/') {
+		abs = strndup(file, (size_t)(slash - file));
+		if (!abs)
+			return -ENOMEM;
+		*ret = abs;
+		return 0;
+	}
+	dir = slash ? strndup(file, (size_t)(slash - file)) : strdup(".");
+	if (!dir)
+		return -ENOMEM;
+	abs = realpath(dir, NULL);
+	if (!abs)
+		return -errno;
+	*ret = abs;
+	return 0;
+}
+
 static int set_file(struct parse *p, const char *value)
 {
-	_cleanup_free_ char *path = NULL, *data = NULL;
+	_cleanup_free_ char *path = NULL, *data = NULL, *dir = NULL;
+	char name[NAME_SHOWN];
 	size_t len;
 	int r;
 
@@ -253,22 +322,23 @@ static int set_file(struct parse *p, const char *value)
 	if (value[0] == '/') {
 		path = strdup(value);
 	} else {
-		/* Relative to the directory of the config file naming it. */
-		const char *slash = strrchr(p->file, '/');
-		int dl = slash ? (int)(slash - p->file) : 1;
-
-		if (asprintf(&path, "%.*s/%s", dl, slash ? p->file : ".", value) < 0)
+		r = file_dir(p->file, &dir);
+		if (r < 0)
+			return fail(p, r, "file: cannot find the directory of %s: %s",
+				    payload_escape_name(p->file, name, sizeof(name)), strerror(-r));
+		if (asprintf(&path, "%s/%s", dir, value) < 0)
 			path = NULL;
 	}
 	if (!path)
 		return fail(p, -ENOMEM, "file: out of memory");
+	payload_escape_name(path, name, sizeof(name));
 	r = payload_load_file(path, &data, &len);
 	if (r == -EFBIG)
-		return fail(p, r, "file: %s is larger than %zu bytes", path, PAYLOAD_MAX);
+		return fail(p, r, "file: %s is larger than %zu bytes", name, PAYLOAD_MAX);
 	if (r == -EBADFD)
-		return fail(p, r, "file: %s is not a regular file", path);
+		return fail(p, r, "file: %s is not a regular file", name);
 	if (r < 0)
-		return fail(p, r, "file: cannot read %s: %s", path, strerror(-r));
+		return fail(p, r, "file: cannot read %s: %s", name, strerror(-r));
 	free(p->c->payload.data);
 	p->c->payload.data = data;
 	data = NULL;
@@ -298,10 +368,10 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 		return 0;
 	case KEY_DURATION:
 		r = parse_duration(value, &v);
-		if (r < 0)
+		if (r < 0 && r != -ERANGE)
 			return fail(p, r, "%s: \"%s\" is not a duration (a whole number with ms, s, m or h)", k->name,
 				    value);
-		if (v < k->min || v > k->max) {
+		if (r == -ERANGE || v < k->min || v > k->max) {
 			char lo[32], hi[32];
 
 			format_duration(k->min, lo, sizeof(lo));
@@ -446,8 +516,10 @@ static int parse_file(struct parse *p, const char *path)
 
 	r = read_file(path, CONFIG_FILE_MAX, &buf, &len);
 	if (r < 0) {
+		char name[NAME_SHOWN];
+
 		p->r = r;
-		snprintf(p->err, p->errlen, "%s: %s", path,
+		snprintf(p->err, p->errlen, "%s: %s", payload_escape_name(path, name, sizeof(name)),
 			 r == -EFBIG    ? "file too large"
 			 : r == -EBADFD ? "not a regular file"
 					: strerror(-r));
@@ -485,13 +557,42 @@ static int config_defaults(struct parse *p)
 	return 0;
 }
 
-/* Loads path and then path.d/ *.conf in byte order into a new config.
- * On failure err holds "FILE:LINE: message". */
+/* Makes the parsed payload bytes c's immutable blob: prev's, when they are
+ * the same bytes, so that however many configs clients still hold after
+ * reloads, an unchanged payload is in memory once. */
+static int share_payload(struct config *c, const struct config *prev)
+{
+	struct blob *b;
+
+	if (prev && prev->payload_blob && prev->payload.len == c->payload.len &&
+	    memcmp(prev->payload.data, c->payload.data, c->payload.len) == 0) {
+		b = blob_ref(prev->payload_blob);
+		free(c->payload.data);
+	} else {
+		b = blob_new(c->payload.data, c->payload.len);
+		if (!b)
+			return -ENOMEM;
+	}
+	c->payload_blob = b;
+	c->payload.data = b->data;
+	return 0;
+}
+
+/* A first load: config_reload() with no previous config to share with. */
 int config_load(const char *path, struct config **ret, char *err, size_t errlen)
+{
+	return config_reload(path, NULL, ret, err, errlen);
+}
+
+/* Loads path and then path.d/ *.conf in byte order into a new config, which
+ * shares its payload with prev (may be NULL) when the bytes are the same.
+ * On failure err holds "FILE:LINE: message". */
+int config_reload(const char *path, const struct config *prev, struct config **ret, char *err, size_t errlen)
 {
 	struct parse p = { .err = err, .errlen = errlen };
 	_cleanup_free_ char *dir = NULL;
 	struct dirent **list = NULL;
+	char name[NAME_SHOWN];
 	int n, r;
 
 	err[0] = '\0';
@@ -513,7 +614,7 @@ int config_load(const char *path, struct config **ret, char *err, size_t errlen)
 	n = scandir(dir, &list, dropin_filter, dropin_compare);
 	if (n < 0 && errno != ENOENT && errno != ENOTDIR) {
 		r = -errno;
-		snprintf(err, errlen, "%s: %s", dir, strerror(-r));
+		snprintf(err, errlen, "%s: %s", payload_escape_name(dir, name, sizeof(name)), strerror(-r));
 		goto fail;
 	}
 	for (int i = 0; i < n; i++) {
@@ -528,13 +629,15 @@ int config_load(const char *path, struct config **ret, char *err, size_t errlen)
 		free(list[i]);
 	}
 	free(list);
+	if (r == 0)
+		r = share_payload(p.c, prev);
 	if (r < 0)
 		goto fail;
 	*ret = p.c;
 	return 0;
 fail:
 	if (err[0] == '\0')
-		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		snprintf(err, errlen, "%s: %s", payload_escape_name(path, name, sizeof(name)), strerror(-r));
 	config_unref(p.c);
 	return r;
 }
@@ -550,7 +653,10 @@ struct config *config_unref(struct config *c)
 {
 	if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return NULL;
-	free(c->payload.data);
+	if (c->payload_blob)
+		blob_unref(c->payload_blob);
+	else
+		free(c->payload.data); /* a load that failed before share_payload() */
 	free(c->payload_file);
 	free(c->busy_message.data);
 	strv_free(c->listen);
@@ -587,10 +693,11 @@ static void print_text(FILE *f, const char *name, const struct bytes *b)
 void config_print(const struct config *c, FILE *f)
 {
 	const char *section = "";
+	char name[PATH_MAX];
 
 	fprintf(f, "# poold effective configuration, read from:\n");
 	for (char **i = c->files; i && *i; i++)
-		fprintf(f, "#   %s\n", *i);
+		fprintf(f, "#   %s\n", payload_escape_name(*i, name, sizeof(name)));
 	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 		const struct key *k = &keys[i];
 		const void *field = (const char *)c + k->offset;

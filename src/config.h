@@ -12,6 +12,8 @@
 
 enum { OVERLOAD_CLOSE, OVERLOAD_BUSY };
 
+struct blob;
+
 struct bytes {
 	char *data;
 	size_t len;
@@ -20,8 +22,9 @@ struct bytes {
 struct config {
 	atomic_uint refs;
 	unsigned threads, queue_max;
-	struct bytes payload;
-	char *payload_file; /* NULL when the payload came from text */
+	struct bytes payload;      /* the bytes of payload_blob */
+	struct blob *payload_blob; /* shared with configs that loaded the same bytes */
+	char *payload_file;        /* absolute; NULL when the payload came from text */
 	unsigned max_messages, message_size;
 	uint64_t idle_usec, session_usec, shutdown_usec; /* microseconds */
 	uint64_t linger_usec, linger_idle_usec;          /* lingering_time, lingering_timeout */
@@ -37,6 +40,7 @@ struct config {
 };
 
 int config_load(const char *path, struct config **ret, char *err, size_t errlen);
+int config_reload(const char *path, const struct config *prev, struct config **ret, char *err, size_t errlen);
 struct config *config_ref(struct config *c);
 struct config *config_unref(struct config *c);
 void config_print(const struct config *c, FILE *f);

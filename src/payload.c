@@ -2,7 +2,8 @@
  * payload_unescape() decodes the escapes of [payload] text (\n \t \r \\ \0
  * \xNN); payload_escape() renders client or payload bytes printable, so a
  * client's NULs, invalid UTF-8 or terminal escapes are shown, never
- * interpreted. Pure functions, safe from any thread. */
+ * interpreted. Pure functions, safe from any thread, except struct blob,
+ * the loaded payload that configs share: immutable, its count atomic. */
 #include "payload.h"
 #include "util.h"
 
@@ -88,6 +89,37 @@ int payload_load_file(const char *path, char **ret, size_t *ret_len)
 	return read_file(path, PAYLOAD_MAX, ret, ret_len);
 }
 
+/* Wraps data (malloc'd, NUL-terminated past len) in a blob with one
+ * reference; the blob owns data from then on. NULL when out of memory, and
+ * data is still the caller's. */
+struct blob *blob_new(char *data, size_t len)
+{
+	struct blob *b = malloc(sizeof(*b));
+
+	if (!b)
+		return NULL;
+	atomic_init(&b->refs, 1);
+	b->len = len;
+	b->data = data;
+	return b;
+}
+
+struct blob *blob_ref(struct blob *b)
+{
+	if (b)
+		atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+	return b;
+}
+
+struct blob *blob_unref(struct blob *b)
+{
+	if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+		return NULL;
+	free(b->data);
+	free(b);
+	return NULL;
+}
+
 /* Bytes payload_escape() copies as they are: printable ASCII except the
  * backslash, and ';' and '#', so printed config never reads back as a
  * comment. */
@@ -96,11 +128,15 @@ static bool plain(unsigned char c)
 	return c >= 0x20 && c < 0x7f && c != '\\' && c != ';' && c != '#';
 }
 
-/* Renders data printable into buf (always NUL-terminated when size > 0):
- * printable ASCII as is except backslash, the usual C escapes, \xNN for the
- * rest. Stops before overflowing, ending in "..." if it had to cut. Returns
- * the length written. The output reads back through payload_unescape(). */
-size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
+/* Bytes payload_escape_name() copies as they are: all but control
+ * characters and the backslash. */
+static bool plain_name(unsigned char c)
+{
+	return c >= 0x20 && c != 0x7f && c != '\\';
+}
+
+/* The escaping both renderings share; name picks plain_name() over plain(). */
+static size_t escape(const void *data, size_t len, char *buf, size_t size, bool name)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *p = data;
@@ -115,7 +151,7 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 		size_t run = 0;
 
 		/* Fast path: copy a run of plain printable bytes at once. */
-		while (i + run < len && plain(p[i + run]))
+		while (i + run < len && (name ? plain_name(p[i + run]) : plain(p[i + run])))
 			run++;
 		if (run) {
 			/* Keep room for the NUL, and for "..." unless the data
@@ -164,4 +200,23 @@ size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
 	}
 	buf[o] = '\0';
 	return o;
+}
+
+/* Renders data printable into buf (always NUL-terminated when size > 0):
+ * printable ASCII as is except backslash, the usual C escapes, \xNN for the
+ * rest. Stops before overflowing, ending in "..." if it had to cut. Returns
+ * the length written. The output reads back through payload_unescape(). */
+size_t payload_escape(const void *data, size_t len, char *buf, size_t size)
+{
+	return escape(data, len, buf, size, false);
+}
+
+/* Renders a file name for a message or a comment, the way payload_escape()
+ * does but escaping only control characters and the backslash: a newline in
+ * a drop-in's name must not split a log line or an sd_notify STATUS=.
+ * Returns buf, so it can be a printf argument. */
+const char *payload_escape_name(const char *name, char *buf, size_t size)
+{
+	escape(name, strlen(name), buf, size, true);
+	return buf;
 }

@@ -28,37 +28,43 @@ void handled_signals(sigset_t *ret)
 	sigaddset(ret, SIGINT);
 }
 
-/* Parses the leading decimal digits of s; *end points past them. -ERANGE on
- * overflow, -EINVAL when there are no digits. */
+/* Parses the leading decimal digits of s. *end points past all of them, even
+ * on overflow (-ERANGE), so callers can tell "too large" from "not a number"
+ * by what follows; -EINVAL when there are no digits. */
 static int parse_digits(const char *s, uint64_t *ret, const char **end)
 {
 	uint64_t v = 0;
 	const char *p = s;
+	int r = 0;
 
+	*end = s;
 	if (*p < '0' || *p > '9')
 		return -EINVAL;
 	for (; *p >= '0' && *p <= '9'; p++) {
 		unsigned d = (unsigned)(*p - '0');
+
 		if (v > (UINT64_MAX - d) / 10)
-			return -ERANGE;
-		v = v * 10 + d;
+			r = -ERANGE;
+		else
+			v = v * 10 + d;
 	}
-	*ret = v;
 	*end = p;
-	return 0;
+	if (r == 0)
+		*ret = v;
+	return r;
 }
 
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
 {
 	const char *end;
-	uint64_t v;
+	uint64_t v = 0;
 	int r;
 
 	r = parse_digits(s, &v, &end);
-	if (r < 0)
-		return r;
 	if (*end != '\0')
 		return -EINVAL;
+	if (r < 0)
+		return r;
 	if (v < min || v > max)
 		return -ERANGE;
 	*ret = v;
@@ -76,16 +82,16 @@ int parse_duration(const char *s, uint64_t *ret_usec)
 		{ "h", 3600 * USEC_PER_SEC }, { "", USEC_PER_SEC },
 	};
 	const char *end;
-	uint64_t v;
+	uint64_t v = 0;
 	int r;
 
 	r = parse_digits(s, &v, &end);
-	if (r < 0)
+	if (r == -EINVAL)
 		return r;
 	for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
 		if (strcmp(end, units[i].suffix) != 0)
 			continue;
-		if (v > UINT64_MAX / units[i].mult)
+		if (r < 0 || v > UINT64_MAX / units[i].mult)
 			return -ERANGE;
 		*ret_usec = v * units[i].mult;
 		return 0;
@@ -111,8 +117,10 @@ int parse_bool(const char *s, bool *ret)
 	return -EINVAL;
 }
 
-/* Reads a whole regular file of at most max bytes. The buffer is always
- * NUL-terminated (one byte past *ret_len) so text callers can use it as is. */
+/* Reads a whole regular file of at most max bytes (exactly max is fine). The
+ * buffer is always NUL-terminated (one byte past *ret_len) so text callers can
+ * use it as is. It is allocated once at the size fstat() gives; only a file
+ * that grows while we read it (or a procfs file, which says 0) makes it grow. */
 int read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
 	_cleanup_close_ int fd = -1;
@@ -138,21 +146,17 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 	if (!buf)
 		return -ENOMEM;
 	for (;;) {
+		char probe[512], *dst = buf + len;
+		size_t want = cap - 1 - len;
 		ssize_t n;
 
-		if (len + 1 == cap) {
-			/* The file grew while we read it: keep reading up to max. */
-			char *nb;
-
-			if (cap > max)
-				return -EFBIG;
-			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
-			nb = realloc(buf, cap);
-			if (!nb)
-				return -ENOMEM;
-			buf = nb;
+		/* A full buffer is the usual end: read into a probe to see EOF
+		 * rather than growing the buffer first. */
+		if (want == 0) {
+			dst = probe;
+			want = sizeof(probe);
 		}
-		n = read(fd, buf + len, cap - 1 - len);
+		n = read(fd, dst, want);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -160,9 +164,23 @@ int read_file(const char *path, size_t max, char **ret, size_t *ret_len)
 		}
 		if (n == 0)
 			break;
-		len += (size_t)n;
-		if (len > max)
+		if ((size_t)n > max - len)
 			return -EFBIG;
+		if (dst == probe) {
+			/* The file grew while we read it: keep reading up to max. */
+			size_t ncap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
+			char *nb;
+
+			if (ncap < len + (size_t)n + 1)
+				ncap = len + (size_t)n + 1;
+			nb = realloc(buf, ncap);
+			if (!nb)
+				return -ENOMEM;
+			buf = nb;
+			cap = ncap;
+			memcpy(buf + len, probe, (size_t)n);
+		}
+		len += (size_t)n;
 	}
 	buf[len] = '\0';
 	*ret = buf;

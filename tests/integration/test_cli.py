@@ -142,3 +142,48 @@ def _escape(b):
             cur = ""
         cur += tok
     return "\n  ".join(lines + [cur])
+
+
+def test_payload_file_of_exactly_16_mib_loads(tmp_path):
+    """poold.conf(5): "The payload is at most 16 MiB" - 16 MiB itself is fine."""
+    conf = tmp_path / "poold.conf"
+    conf.write_text("[payload]\nfile = p.bin\n")
+    with open(tmp_path / "p.bin", "wb") as f:
+        f.truncate(16 << 20)
+    r = run("--check-config", "--print-config", "--config", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert "# payload: 16777216 bytes\n" in r.stdout
+    with open(tmp_path / "p.bin", "ab") as f:
+        f.write(b"x")
+    r = run("--check-config", "--config", str(conf))
+    assert r.returncode == 78
+    assert r.stderr == f"{conf}:2: file: {tmp_path}/p.bin is larger than 16777216 bytes\n"
+
+
+def test_print_config_of_a_relative_config_reads_back_from_anywhere(tmp_path):
+    """A relative "file =" is printed absolute: the output, saved beside the
+    original and read back from its own directory, prints the same."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "payload.bin").write_bytes(b"\x00payload\xff")
+    (tmp_path / "dir" / "poold.conf").write_text("[payload]\nfile = payload.bin\n")
+    r = run("--check-config", "--print-config", "--config", "dir/poold.conf", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "dir" / "printed.conf").write_text(r.stdout)
+    for cwd, path in ((tmp_path / "dir", "printed.conf"), ("/", str(tmp_path / "dir" / "printed.conf"))):
+        r2 = run("--check-config", "--print-config", "--config", path, cwd=cwd)
+        assert r2.returncode == 0, r2.stderr
+        assert r2.stdout.split("\n", 2)[2] == r.stdout.split("\n", 2)[2]
+    assert "# payload: 9 bytes\n" in r.stdout
+
+
+def test_control_characters_in_file_names_are_escaped(tmp_path):
+    """A drop-in's name goes into the error (and so into sd_notify STATUS=
+    and the journal) escaped: one line, whatever the name holds."""
+    conf = tmp_path / "poold.conf"
+    conf.write_text("")
+    (tmp_path / "poold.conf.d").mkdir()
+    (tmp_path / "poold.conf.d" / "a\nSTOPPING=1.conf").write_text("[pool]\nthreads\n")
+    r = run("--check-config", "--config", str(conf))
+    assert r.returncode == 78
+    assert r.stderr == (f"{tmp_path}/poold.conf.d/a\\nSTOPPING=1.conf:2: "
+                        "syntax error (expected [section], key = value or a comment)\n")

@@ -4,6 +4,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/syslog.h>
 
@@ -37,8 +38,9 @@ static void fresh_dir(void)
 		abort();
 }
 
-/* Loads dir/poold.conf; returns the error text ("" on success). */
-static const char *load(struct config **ret)
+/* Loads dir/poold.conf, as a reload after prev when prev is not NULL;
+ * returns the error text ("" on success). */
+static const char *reload(struct config *prev, struct config **ret)
 {
 	static char err[1024], rel[1024];
 	char path[256];
@@ -46,7 +48,7 @@ static const char *load(struct config **ret)
 	int r;
 
 	snprintf(path, sizeof(path), "%s/poold.conf", dir);
-	r = config_load(path, &c, err, sizeof(err));
+	r = prev ? config_reload(path, prev, &c, err, sizeof(err)) : config_load(path, &c, err, sizeof(err));
 	if (r < 0) {
 		/* Strip the temp dir so tests compare "poold.conf:3: ...". */
 		size_t n = strlen(dir) + 1;
@@ -60,6 +62,11 @@ static const char *load(struct config **ret)
 	else
 		config_unref(c);
 	return "";
+}
+
+static const char *load(struct config **ret)
+{
+	return reload(NULL, ret);
 }
 
 TEST(defaults)
@@ -139,6 +146,17 @@ TEST(errors_name_file_and_line)
 		{ "[session]\nidle_timeout = 1ms\n", "poold.conf:2: idle_timeout: 1ms is out of range (10ms..24h)" },
 		{ "[session]\nsession_timeout = 25h\n",
 		  "poold.conf:2: session_timeout: 25h is out of range (10ms..24h)" },
+		{ "[session]\nidle_timeout = 99999999999999999999s\n",
+		  "poold.conf:2: idle_timeout: 99999999999999999999s is out of range (10ms..24h)" },
+		{ "[session]\nshutdown_timeout = 99999999999999999h\n",
+		  "poold.conf:2: shutdown_timeout: 99999999999999999h is out of range (0s..1h)" },
+		{ "[session]\nidle_timeout = 99999999999999999999x\n",
+		  "poold.conf:2: idle_timeout: "
+		  "\"99999999999999999999x\" is not a duration (a whole number with ms, s, m or h)" },
+		{ "[pool]\nthreads = 99999999999999999999\n",
+		  "poold.conf:2: threads: 99999999999999999999 is out of range (1..1024)" },
+		{ "[pool]\nthreads = 99999999999999999999x\n",
+		  "poold.conf:2: threads: \"99999999999999999999x\" is not a whole number" },
 		{ "[log]\nlevel = verbose\n",
 		  "poold.conf:2: level: \"verbose\" is not one of err, warning, notice, info, debug" },
 		{ "[log]\nmessages = maybe\n", "poold.conf:2: messages: \"maybe\" is not yes or no" },
@@ -163,6 +181,28 @@ TEST(errors_name_file_and_line)
 		{ "[pool\nthreads = 2\n", "poold.conf:1: syntax error (expected [section], key = value or a comment)" },
 		{ "[pool]\nthreads = 2\n  3\n", "poold.conf:3: threads: indented line continues a key that takes a "
 						"single value (remove the indentation)" },
+		/* inih ignores what follows "]": this would leave threads at 4. */
+		{ "[pool] threads = 5\n",
+		  "poold.conf:1: text after [pool] (only a comment may follow a section header)" },
+		{ "[pool]x\n", "poold.conf:1: text after [pool] (only a comment may follow a section header)" },
+		{ "[pool]\nthreads = 2\n\n[log] ] level = debug\n",
+		  "poold.conf:4: text after [log] (only a comment may follow a section header)" },
+		{ "\xef\xbb\xbf[pool]x\n",
+		  "poold.conf:1: text after [pool] (only a comment may follow a section header)" },
+		/* inih forgets the previous key at a section header: the indented
+		 * line is a second text, not more of the first. */
+		{ "[payload]\ntext = abc\n[payload]\n    text = def\n",
+		  "poold.conf:4: text: duplicate payload source (payload text already set at line 2)" },
+		/* inih's continuations start with any isspace() byte. */
+		{ "[listen]\naddress = 127.0.0.1:1\n\v127.0.0.1:2\n",
+		  "poold.conf:3: address: indented line continues a "
+		  "key that takes a single value (remove the indentation)" },
+		{ "[listen]\naddress = 127.0.0.1:1\n\f127.0.0.1:2\n",
+		  "poold.conf:3: address: indented line continues a "
+		  "key that takes a single value (remove the indentation)" },
+		{ "[listen]\naddress = 127.0.0.1:1\n\r127.0.0.1:2\n",
+		  "poold.conf:3: address: indented line continues a "
+		  "key that takes a single value (remove the indentation)" },
 		{ "[payload]\nfile = /nonexistent/p.bin\n",
 		  "poold.conf:2: file: cannot read /nonexistent/p.bin: No such file or directory" },
 		{ "[payload]\nfile = /dev/null\n", "poold.conf:2: file: /dev/null is not a regular file" },
@@ -203,6 +243,23 @@ TEST(continuation_lines_build_long_payloads)
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_MEMEQ(c->payload.data, c->payload.len, "first secondthird\n", 18);
 	ASSERT_EQ(c->threads, 3);
+	config_unref(c);
+}
+
+/* What inih reads as a section header, and what it reads as more of a value. */
+TEST(section_headers_and_continuations_as_inih_reads_them)
+{
+	struct config *c;
+
+	fresh_dir();
+	PUT("poold.conf",
+	    "\xef\xbb\xbf[pool]   ; threads = 9\nthreads = 3\n[log] # a comment\n\v[log]\t\nlevel = debug\n"
+	    "[session];x\nmax_messages = 2\n[payload]\ntext = a\n  [b]\n\v\\x20c\n\f\\x20d\n");
+	ASSERT_STREQ(load(&c), "");
+	ASSERT_EQ(c->threads, 3);
+	ASSERT_EQ(c->log_level, LOG_DEBUG);
+	ASSERT_EQ(c->max_messages, 2);
+	ASSERT_MEMEQ(c->payload.data, c->payload.len, "a[b] c d", 8);
 	config_unref(c);
 }
 
@@ -271,4 +328,132 @@ TEST(refcount_keeps_config_alive)
 	ASSERT_MEMEQ(ref->payload.data, ref->payload.len, "old", 3);
 	ASSERT(config_unref(ref) == NULL);
 	ASSERT(config_unref(NULL) == NULL);
+}
+
+/* A reload whose payload did not change shares the previous config's bytes,
+ * so clients still holding old configs do not keep one copy each. */
+TEST(reload_shares_an_unchanged_payload)
+{
+	struct config *a, *b, *c, *d;
+
+	fresh_dir();
+	PUT("payload.bin", "0123456789");
+	PUT("poold.conf", "[payload]\nfile = payload.bin\n");
+	ASSERT_STREQ(load(&a), "");
+	ASSERT_STREQ(reload(a, &b), "");
+	ASSERT(b->payload.data == a->payload.data);
+	config_unref(a);
+	ASSERT_MEMEQ(b->payload.data, b->payload.len, "0123456789", 10);
+	/* Same length, other bytes: a copy of its own. */
+	PUT("payload.bin", "0123456780");
+	ASSERT_STREQ(reload(b, &c), "");
+	ASSERT(c->payload.data != b->payload.data);
+	ASSERT_MEMEQ(c->payload.data, c->payload.len, "0123456780", 10);
+	ASSERT_MEMEQ(b->payload.data, b->payload.len, "0123456789", 10);
+	/* The same bytes from text instead of a file are still the same bytes. */
+	PUT("poold.conf", "[payload]\ntext = 0123456780\n");
+	ASSERT_STREQ(reload(c, &d), "");
+	ASSERT(d->payload.data == c->payload.data);
+	config_unref(b);
+	config_unref(c);
+	config_unref(d);
+	/* A first load has nothing to share. */
+	ASSERT_STREQ(load(&a), "");
+	ASSERT_STREQ(load(&b), "");
+	ASSERT(a->payload.data != b->payload.data);
+	config_unref(a);
+	config_unref(b);
+}
+
+/* CONFIG_FILE_MAX is 1 MiB: a file of exactly that size loads. */
+TEST(config_file_of_exactly_one_mib)
+{
+	static char conf[(1 << 20) + 1];
+	const char *head = "[pool]\nthreads = 3\n";
+	size_t n = strlen(head);
+	struct config *c;
+
+	memcpy(conf, head, n);
+	while (n < sizeof(conf) - 1) {
+		size_t line = sizeof(conf) - 1 - n < 100 ? sizeof(conf) - 1 - n : 100;
+
+		conf[n] = '#';
+		memset(conf + n + 1, 'x', line - 1);
+		conf[n + line - 1] = '\n';
+		n += line;
+	}
+	fresh_dir();
+	put("poold.conf", conf, 1 << 20);
+	ASSERT_STREQ(load(&c), "");
+	ASSERT_EQ(c->threads, 3);
+	config_unref(c);
+	conf[1 << 20] = '\n';
+	put("poold.conf", conf, (1 << 20) + 1);
+	ASSERT_STREQ(load(NULL), "poold.conf: file too large");
+}
+
+/* File names reach messages (and sd_notify STATUS=, and the journal) and
+ * --print-config's comments escaped: a newline in a name splits nothing. */
+TEST(file_names_are_escaped)
+{
+	struct config *c;
+	char d[128], *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	fresh_dir();
+	snprintf(d, sizeof(d), "%s/poold.conf.d", dir);
+	mkdir(d, 0755);
+	PUT("poold.conf", "[pool]\nthreads = 2\n");
+	PUT("poold.conf.d/a\nSTOPPING=1.conf", "[pool]\nthreads\n");
+	ASSERT_STREQ(load(NULL), "poold.conf.d/a\\nSTOPPING=1.conf:2: syntax error (expected [section], key = value or "
+				 "a comment)");
+	fresh_dir();
+	snprintf(d, sizeof(d), "%s/poold.conf.d", dir);
+	mkdir(d, 0755);
+	PUT("poold.conf", "[payload]\nfile = p\x1b[2J\\.bin\n");
+	ASSERT(strstr(load(NULL), "/p\\x1b[2J\\\\.bin: No such file or directory") != NULL);
+	PUT("poold.conf", "[pool]\nthreads = 2\n");
+	PUT("poold.conf.d/b\tc\x7f;#.conf", "[pool]\nthreads = 3\n");
+	ASSERT_STREQ(load(&c), "");
+	f = open_memstream(&text, &len);
+	config_print(c, f);
+	fclose(f);
+	ASSERT(strstr(text, "/poold.conf.d/b\\tc\\x7f;#.conf\n") != NULL);
+	ASSERT(strchr(text, '\t') == NULL && strchr(text, '\x7f') == NULL);
+	free(text);
+	config_unref(c);
+}
+
+/* A relative payload path is stored absolute, resolved against the naming
+ * file's directory as it was when loaded: the printed config reads back
+ * from anywhere. */
+TEST(payload_file_path_is_absolute)
+{
+	char cwd[PATH_MAX], real[PATH_MAX], want[PATH_MAX + 64], rel[128], err[1024];
+	struct config *c = NULL;
+
+	fresh_dir();
+	snprintf(rel, sizeof(rel), "%s/poold.conf.d", dir);
+	mkdir(rel, 0755);
+	PUT("poold.conf", "[payload]\nfile = p.bin\n");
+	PUT("p.bin", "xy");
+	ASSERT(getcwd(cwd, sizeof(cwd)) != NULL);
+	ASSERT(realpath(dir, real) != NULL);
+	ASSERT_EQ(chdir(dir), 0);
+	ASSERT_EQ(config_load("./poold.conf", &c, err, sizeof(err)), 0);
+	snprintf(want, sizeof(want), "%s/p.bin", real);
+	ASSERT_STREQ(c->payload_file, want);
+	config_unref(c);
+	/* From a drop-in, with the config named relative to the parent. */
+	ASSERT_EQ(chdir(".."), 0);
+	PUT("poold.conf", "");
+	PUT("poold.conf.d/1.conf", "[payload]\nfile = ../p.bin\n");
+	snprintf(rel, sizeof(rel), "%s/poold.conf", strrchr(dir, '/') + 1);
+	ASSERT_EQ(config_load(rel, &c, err, sizeof(err)), 0);
+	snprintf(want, sizeof(want), "%s/poold.conf.d/../p.bin", real);
+	ASSERT_STREQ(c->payload_file, want);
+	ASSERT_MEMEQ(c->payload.data, c->payload.len, "xy", 2);
+	config_unref(c);
+	ASSERT_EQ(chdir(cwd), 0);
 }

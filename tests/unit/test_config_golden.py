@@ -1,7 +1,8 @@
 """Golden config files: each tests/unit/config/NAME.conf has beside it
 NAME.out, the exact output of `poold --print-config` (or, for a bad file, the
-`--check-config` error and exit code 78). Regenerate deliberately with
-POOLD_GOLDEN_UPDATE=1 and review the diff."""
+`--check-config` error and exit code 78). The absolute path of this folder,
+which poold prints for a relative payload file, reads as @DIR@. Regenerate
+deliberately with POOLD_GOLDEN_UPDATE=1 and review the diff."""
 import glob
 import os
 import subprocess
@@ -18,7 +19,7 @@ CASES = sorted(glob.glob(os.path.join(HERE, "*.conf")))
 def test_golden(conf):
     r = subprocess.run([poold_bin(), "--print-config", "--config", os.path.basename(conf)], cwd=HERE,
                        capture_output=True, text=True, timeout=30)
-    got = f"exit {r.returncode}\n{r.stdout}{r.stderr}"
+    got = f"exit {r.returncode}\n{r.stdout}{r.stderr}".replace(os.path.realpath(HERE), "@DIR@")
     expected_path = conf[:-5] + ".out"
     if os.environ.get("POOLD_GOLDEN_UPDATE"):
         with open(expected_path, "w") as f:

@@ -130,3 +130,45 @@ TEST(escape_cuts_cleanly_at_every_size)
 		}
 	}
 }
+
+/* "at most 16 MiB": 16 MiB itself loads. */
+TEST(load_file_of_exactly_payload_max)
+{
+	char path[] = "/tmp/poold-test-XXXXXX";
+	_cleanup_free_ char *out = NULL;
+	size_t len = 0;
+	int fd = mkstemp(path);
+
+	ASSERT(fd >= 0);
+	ASSERT_EQ(ftruncate(fd, (off_t)PAYLOAD_MAX), 0);
+	close(fd);
+	ASSERT_EQ(payload_load_file(path, &out, &len), 0);
+	unlink(path);
+	ASSERT_EQ(len, PAYLOAD_MAX);
+}
+
+TEST(escape_name_escapes_only_controls_and_backslash)
+{
+	char buf[64];
+
+	ASSERT_STREQ(payload_escape_name("a\nSTOPPING=1;#\\x\x1b\x7f\xc3\xa9.conf", buf, sizeof(buf)),
+		     "a\\nSTOPPING=1;#\\\\x\\x1b\\x7f\xc3\xa9.conf");
+	ASSERT_STREQ(payload_escape_name("/etc/poold/poold.conf", buf, sizeof(buf)), "/etc/poold/poold.conf");
+	ASSERT_STREQ(payload_escape_name("0123456789\n0123456789", buf, 16), "0123456789\\n...");
+}
+
+TEST(blob_is_freed_with_its_last_reference)
+{
+	char *data = strdup("bytes");
+	struct blob *b = blob_new(data, 5), *ref;
+
+	ASSERT(b != NULL);
+	ASSERT(b->data == data && b->len == 5);
+	ref = blob_ref(b);
+	ASSERT(ref == b);
+	ASSERT(blob_unref(b) == NULL);
+	ASSERT_MEMEQ(ref->data, ref->len, "bytes", 5);
+	ASSERT(blob_unref(ref) == NULL); /* freed here: ASan reports a leak otherwise */
+	ASSERT(blob_unref(NULL) == NULL);
+	ASSERT(blob_ref(NULL) == NULL);
+}
