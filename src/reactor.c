@@ -537,7 +537,7 @@ static void reload(struct reactor *r)
 	int k;
 
 	notify_reloading();
-	k = config_load(r->config_path, &c, err, sizeof(err));
+	k = config_reload(r->config_path, r->cfg, &c, err, sizeof(err));
 	if (k < 0) {
 		log_event(r->log, LOG_ERR, MSGID_RELOAD_FAILED, NULL,
 			  "Failed to reload configuration: %s, keeping the previous one.", err);
