@@ -11,8 +11,8 @@ struct log;
 
 #include <stddef.h>
 
-int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log,
-		struct reactor **ret, char *err, size_t errlen);
+int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log, struct reactor **ret,
+		char *err, size_t errlen);
 int reactor_run(struct reactor *r);
 struct reactor *reactor_free(struct reactor *r);
 
