@@ -5,8 +5,15 @@
  * logged here. Long lines are caught by our own line reader before inih sees
  * them: Debian's inih (INI_MAX_LINE 200) would silently split them. A config is
  * immutable once loaded; connections hold references (config_ref()), so a
- * reload never changes what an in-flight client is served. */
+ * reload never changes what an in-flight client is served.
+ *
+ * Listeners. A key is global (struct config) or per connection (struct
+ * service). The global sections set the default service; a [listener NAME]
+ * section takes the per-connection keys by name, and whatever it leaves unset
+ * is copied from the default once every file is read, so a drop-in that
+ * changes a global key reaches every listener that does not set it. */
 #include "config.h"
+#include "access.h"
 #include "log.h"
 #include "payload.h"
 #include "util.h"
@@ -16,6 +23,7 @@
 #include <ini.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
@@ -26,43 +34,74 @@
 #define LISTEN_MAX      64
 #define NAME_SHOWN      1024 /* bytes of an escaped file name in a message */
 
-enum key_type { KEY_UINT, KEY_DURATION, KEY_BOOL, KEY_LEVEL, KEY_OVERLOAD, KEY_TEXT, KEY_FILE, KEY_ADDRESS };
+enum key_type {
+	KEY_UINT,
+	KEY_DURATION,
+	KEY_BOOL,
+	KEY_LEVEL,
+	KEY_OVERLOAD,
+	KEY_TEXT,
+	KEY_FILE,
+	KEY_ADDRESS,
+	KEY_PREFIXES,
+	KEY_RATE,
+};
+enum { KEY_GLOBAL, KEY_SERVICE };
 
 struct key {
 	const char *section, *name;
 	enum key_type type;
-	size_t offset;
+	int scope;       /* KEY_GLOBAL: a field of struct config; KEY_SERVICE: of struct service */
+	size_t offset;   /* of the field */
 	const char *def; /* default, in config syntax; NULL: none */
 	uint64_t min, max;
 };
 
-#define OFF(f) offsetof(struct config, f)
-#define MS     USEC_PER_MSEC
-#define S      USEC_PER_SEC
+#define G(f) KEY_GLOBAL, offsetof(struct config, f)
+#define V(f) KEY_SERVICE, offsetof(struct service, f)
+#define MS   USEC_PER_MSEC
+#define S    USEC_PER_SEC
 
 /* The one list of keys: parsing, defaults, --print-config and the man page's
- * list all follow it. */
+ * list all follow it. KEY_SERVICE keys may also be set in [listener NAME]. */
 static const struct key keys[] = {
-	{ "pool", "threads", KEY_UINT, OFF(threads), "4", 1, 1024 },
-	{ "pool", "queue_max", KEY_UINT, OFF(queue_max), "1024", 1, 1048576 },
-	{ "payload", "text", KEY_TEXT, OFF(payload), "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na.", 0, 0 },
-	{ "payload", "file", KEY_FILE, OFF(payload), NULL, 0, 0 },
-	{ "session", "max_messages", KEY_UINT, OFF(max_messages), "10", 0, 1000000 },
-	{ "session", "message_size", KEY_UINT, OFF(message_size), "1024", 1, 1048576 },
-	{ "session", "idle_timeout", KEY_DURATION, OFF(idle_usec), "10s", 10 * MS, 24 * 3600 * S },
-	{ "session", "session_timeout", KEY_DURATION, OFF(session_usec), "60s", 10 * MS, 24 * 3600 * S },
-	{ "session", "shutdown_timeout", KEY_DURATION, OFF(shutdown_usec), "10s", 0, 3600 * S },
-	{ "session", "lingering_time", KEY_DURATION, OFF(linger_usec), "30s", 0, 3600 * S },
-	{ "session", "lingering_timeout", KEY_DURATION, OFF(linger_idle_usec), "5s", 10 * MS, 3600 * S },
-	{ "session", "lingering_bytes", KEY_UINT, OFF(linger_bytes), "1048576", 0, 1073741824 },
-	{ "limits", "max_connections", KEY_UINT, OFF(max_connections), "4096", 1, 1048576 },
-	{ "limits", "per_source", KEY_UINT, OFF(per_source), "0", 0, 1048576 },
-	{ "limits", "overload", KEY_OVERLOAD, OFF(overload), "close", 0, 0 },
-	{ "limits", "busy_message", KEY_TEXT, OFF(busy_message), "busy\\n", 0, 0 },
-	{ "limits", "send_buffer", KEY_UINT, OFF(send_buffer), "0", 0, 67108864 },
-	{ "listen", "address", KEY_ADDRESS, OFF(listen), "[::]:2727", 0, 0 },
-	{ "log", "level", KEY_LEVEL, OFF(log_level), "info", 0, 0 },
-	{ "log", "messages", KEY_BOOL, OFF(log_messages), "yes", 0, 0 },
+	{ "pool", "threads", KEY_UINT, G(threads), "4", 1, 1024 },
+	{ "pool", "queue_max", KEY_UINT, G(queue_max), "1024", 1, 1048576 },
+	{ "payload", "text", KEY_TEXT, V(payload), "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na.", 0, 0 },
+	{ "payload", "file", KEY_FILE, V(payload), NULL, 0, 0 },
+	{ "session", "max_messages", KEY_UINT, V(max_messages), "10", 0, 1000000 },
+	{ "session", "message_size", KEY_UINT, V(message_size), "1024", 1, 1048576 },
+	{ "session", "idle_timeout", KEY_DURATION, V(idle_usec), "10s", 10 * MS, 24 * 3600 * S },
+	{ "session", "session_timeout", KEY_DURATION, V(session_usec), "60s", 10 * MS, 24 * 3600 * S },
+	{ "session", "shutdown_timeout", KEY_DURATION, G(shutdown_usec), "10s", 0, 3600 * S },
+	{ "session", "lingering_time", KEY_DURATION, V(linger_usec), "30s", 0, 3600 * S },
+	{ "session", "lingering_timeout", KEY_DURATION, V(linger_idle_usec), "5s", 10 * MS, 3600 * S },
+	{ "session", "lingering_bytes", KEY_UINT, V(linger_bytes), "1048576", 0, 1073741824 },
+	{ "limits", "max_connections", KEY_UINT, G(max_connections), "4096", 1, 1048576 },
+	{ "limits", "per_source", KEY_UINT, V(per_source), "0", 0, 1048576 },
+	{ "limits", "per_source_rate", KEY_RATE, V(per_source_rate), "0", 0, 1000000 },
+	{ "limits", "rate", KEY_RATE, V(rate), "0", 0, 1000000 },
+	{ "limits", "allow", KEY_PREFIXES, V(allow), NULL, 0, 0 },
+	{ "limits", "deny", KEY_PREFIXES, V(deny), NULL, 0, 0 },
+	{ "limits", "ipv6_prefix", KEY_UINT, G(ipv6_prefix), "64", 1, 128 },
+	{ "limits", "overload", KEY_OVERLOAD, V(overload), "close", 0, 0 },
+	{ "limits", "busy_message", KEY_TEXT, V(busy_message), "busy\\n", 0, 0 },
+	{ "limits", "send_buffer", KEY_UINT, V(send_buffer), "0", 0, 67108864 },
+	{ "listen", "address", KEY_ADDRESS, V(listen), "[::]:2727", 0, 0 },
+	{ "log", "level", KEY_LEVEL, G(log_level), "info", 0, 0 },
+	{ "log", "messages", KEY_BOOL, V(log_messages), "yes", 0, 0 },
+};
+
+#define NKEYS        ARRAY_SIZE(keys)
+#define LISTENER_SEC "listener "
+#define PREFIXES_MAX 100000 /* entries per allow or deny list */
+
+/* What the files said about one service. */
+struct svc_state {
+	unsigned seen[NKEYS]; /* line where the current file set each key */
+	bool set[NKEYS];      /* set by any file (a listener inherits the rest) */
+	bool payload_set;     /* the current file chose the payload source */
+	bool listen_set;      /* the current file replaced the inherited addresses */
 };
 
 struct parse {
@@ -79,11 +118,22 @@ struct parse {
 	unsigned line;
 	bool indented; /* the current line is an inih continuation */
 
-	unsigned seen[ARRAY_SIZE(keys)]; /* line where this file set each key */
-	const struct key *last;          /* key an indented line continues; NULL after [section] */
-	bool payload_set;                /* this file chose the payload source */
-	bool listen_set;                 /* this file replaced the inherited addresses */
+	const struct key *last;   /* key an indented line continues; NULL after [section] */
+	const char *last_section; /* its section, as inih names it */
+	char last_section_buf[256];
+	struct svc_state def_state; /* global keys and the default service */
+	struct svc_state *states[LISTENERS_MAX];
 };
+
+static bool is_listener_key(const struct key *k)
+{
+	return k->scope == KEY_SERVICE;
+}
+
+static void *field_of(void *base, const struct key *k)
+{
+	return (char *)base + k->offset;
+}
 
 static int fail(struct parse *p, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(struct parse *p, int r, const char *fmt, ...)
@@ -248,9 +298,9 @@ int config_split_address(const char *s, char *host, size_t hostlen, char *port, 
 	return 0;
 }
 
-static int set_text(struct parse *p, const struct key *k, const char *value, bool append)
+static int set_text(struct parse *p, const struct key *k, void *base, const char *value, bool append)
 {
-	struct bytes *b = (struct bytes *)((char *)p->c + k->offset);
+	struct bytes *b = field_of(base, k);
 	_cleanup_free_ char *data = NULL;
 	size_t len, errpos = 0;
 	int r;
@@ -310,7 +360,7 @@ static int file_dir(const char *file, char **ret)
 	return 0;
 }
 
-static int set_file(struct parse *p, const char *value)
+static int set_file(struct parse *p, struct service *svc, const char *value)
 {
 	_cleanup_free_ char *path = NULL, *data = NULL, *dir = NULL;
 	char name[NAME_SHOWN];
@@ -339,19 +389,95 @@ static int set_file(struct parse *p, const char *value)
 		return fail(p, r, "file: %s is not a regular file", name);
 	if (r < 0)
 		return fail(p, r, "file: cannot read %s: %s", name, strerror(-r));
-	free(p->c->payload.data);
-	p->c->payload.data = data;
+	free(svc->payload.data);
+	svc->payload.data = data;
 	data = NULL;
-	p->c->payload.len = len;
-	free(p->c->payload_file);
-	p->c->payload_file = path;
+	svc->payload.len = len;
+	free(svc->payload_file);
+	svc->payload_file = path;
 	path = NULL;
 	return 0;
 }
 
-static int set_value(struct parse *p, const struct key *k, const char *value)
+/* "N/s", or 0 for no limit. */
+static int parse_rate(const char *value, uint64_t max, uint64_t *ret)
 {
-	void *field = (char *)p->c + k->offset;
+	char digits[32];
+	size_t n = strcspn(value, "/");
+
+	if (strcmp(value, "0") == 0) {
+		*ret = 0;
+		return 0;
+	}
+	if (n == 0 || n >= sizeof(digits) || strcmp(value + n, "/s") != 0)
+		return -EINVAL;
+	memcpy(digits, value, n);
+	digits[n] = '\0';
+	return parse_uint(digits, 1, max, ret);
+}
+
+static int prefixes_push(struct prefixes *l, const struct prefix *pf)
+{
+	struct prefix *nv;
+
+	if (l->n >= PREFIXES_MAX)
+		return -E2BIG;
+	nv = realloc(l->v, (l->n + 1) * sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	nv[l->n++] = *pf;
+	l->v = nv;
+	return 0;
+}
+
+/* allow/deny: space-separated addresses and prefixes, appended to the list;
+ * an empty value empties it (as systemd's list settings do). */
+static int set_prefixes(struct parse *p, const struct key *k, struct prefixes *l, const char *value)
+{
+	const char *s = value;
+
+	if (value[0] == '\0') {
+		free(l->v);
+		l->v = NULL;
+		l->n = 0;
+		return 0;
+	}
+	while (*s) {
+		char word[INET6_ADDRSTRLEN + 8], canon[INET6_ADDRSTRLEN + 8];
+		size_t n = strcspn(s, " \t");
+		struct prefix pf;
+		int r;
+
+		if (n == 0) {
+			s++;
+			continue;
+		}
+		if (n >= sizeof(word))
+			return fail(p, -EINVAL, "%s: \"%.*s\" is not an address or prefix", k->name, (int)n, s);
+		memcpy(word, s, n);
+		word[n] = '\0';
+		r = prefix_parse(word, &pf);
+		if (r == -EDOM) {
+			prefix_format(&pf, canon, sizeof(canon));
+			return fail(p, r, "%s: %s has bits set past its prefix length (did you mean %s?)", k->name,
+				    word, canon);
+		}
+		if (r < 0)
+			return fail(p, r,
+				    "%s: \"%s\" is not an IPv4 or IPv6 address or prefix (like 192.0.2.0/24 or "
+				    "2001:db8::/32)",
+				    k->name, word);
+		r = prefixes_push(l, &pf);
+		if (r < 0)
+			return fail(p, r, "%s: %s", k->name, r == -E2BIG ? "too many entries" : strerror(-r));
+		s += n;
+	}
+	return 0;
+}
+
+static int set_value(struct parse *p, const struct key *k, void *base, struct svc_state *st, const char *value)
+{
+	void *field = field_of(base, k);
 	uint64_t v;
 	bool b;
 	int r;
@@ -364,6 +490,15 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 				    k->max);
 		if (r < 0)
 			return fail(p, r, "%s: \"%s\" is not a whole number", k->name, value);
+		*(unsigned *)field = (unsigned)v;
+		return 0;
+	case KEY_RATE:
+		r = parse_rate(value, k->max, &v);
+		if (r == -ERANGE)
+			return fail(p, r, "%s: %s is out of range (1/s..%" PRIu64 "/s, or 0 for no limit)", k->name,
+				    value, k->max);
+		if (r < 0)
+			return fail(p, r, "%s: \"%s\" is not a rate (N/s, or 0 for no limit)", k->name, value);
 		*(unsigned *)field = (unsigned)v;
 		return 0;
 	case KEY_DURATION:
@@ -400,32 +535,37 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 			return fail(p, -EINVAL, "%s: \"%s\" is not close or busy", k->name, value);
 		return 0;
 	case KEY_TEXT:
-		r = set_text(p, k, value, false);
-		if (r == 0 && k->offset == OFF(payload)) {
-			free(p->c->payload_file);
-			p->c->payload_file = NULL;
+		r = set_text(p, k, base, value, false);
+		if (r == 0 && k->offset == offsetof(struct service, payload)) {
+			struct service *svc = base;
+
+			free(svc->payload_file);
+			svc->payload_file = NULL;
 		}
 		return r;
 	case KEY_FILE:
-		return set_file(p, value);
+		return set_file(p, base, value);
+	case KEY_PREFIXES:
+		return set_prefixes(p, k, field, value);
 	case KEY_ADDRESS: {
 		char host[256], port[128];
+		char ***list = field;
 		size_t n = 0;
 
 		if (config_split_address(value, host, sizeof(host), port, sizeof(port)) < 0)
 			return fail(p, -EINVAL,
 				    "%s: \"%s\" is not host:port, [ipv6]:port or an absolute unix socket path", k->name,
 				    value);
-		if (!p->listen_set) {
-			strv_free(p->c->listen);
-			p->c->listen = NULL;
-			p->listen_set = true;
+		if (!st->listen_set) {
+			strv_free(*list);
+			*list = NULL;
+			st->listen_set = true;
 		}
-		while (p->c->listen && p->c->listen[n])
+		while (*list && (*list)[n])
 			n++;
 		if (n >= LISTEN_MAX)
 			return fail(p, -E2BIG, "%s: more than %d addresses", k->name, LISTEN_MAX);
-		if (strv_push(&p->c->listen, value) < 0)
+		if (strv_push(list, value) < 0)
 			return fail(p, -ENOMEM, "out of memory");
 		return 0;
 	}
@@ -433,54 +573,157 @@ static int set_value(struct parse *p, const struct key *k, const char *value)
 	return fail(p, -EINVAL, "internal error: unknown key type");
 }
 
+static void reset_file_state(struct svc_state *st)
+{
+	memset(st->seen, 0, sizeof(st->seen));
+	st->payload_set = false;
+	st->listen_set = false;
+}
+
+/* Listener names are what systemd's FileDescriptorName= can carry; kept to
+ * characters that need no quoting in a log line or a unit file. */
+static bool valid_listener_name(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n >= 1 && n <= 64 &&
+	       strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@-") == n;
+}
+
+/* The service and state a [listener NAME] section sets: found, or new. */
+static int listener_for(struct parse *p, const char *name, struct service **ret, struct svc_state **ret_state)
+{
+	struct config *c = p->c;
+	struct service *svc;
+	struct svc_state *st;
+
+	for (size_t i = 0; i < c->nlisteners; i++)
+		if (strcmp(c->listeners[i]->name, name) == 0) {
+			*ret = c->listeners[i];
+			*ret_state = p->states[i];
+			return 0;
+		}
+	if (!valid_listener_name(name))
+		return fail(p, -EINVAL,
+			    "[listener %s]: a listener name is 1 to 64 letters, digits and _ . @ - (the "
+			    "FileDescriptorName= of its socket)",
+			    name);
+	if (c->nlisteners >= LISTENERS_MAX)
+		return fail(p, -E2BIG, "more than %d [listener] sections", LISTENERS_MAX);
+	svc = calloc(1, sizeof(*svc));
+	st = calloc(1, sizeof(*st));
+	if (svc)
+		svc->name = strdup(name);
+	if (!svc || !st || !svc->name) {
+		if (svc)
+			free(svc->name);
+		free(svc);
+		free(st);
+		return fail(p, -ENOMEM, "out of memory");
+	}
+	c->listeners[c->nlisteners] = svc;
+	p->states[c->nlisteners++] = st;
+	*ret = svc;
+	*ret_state = st;
+	return 0;
+}
+
+static const struct key *find_key(const char *section, const char *name, bool *ret_known_section)
+{
+	*ret_known_section = false;
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].section, section) != 0)
+			continue;
+		*ret_known_section = true;
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	}
+	return NULL;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse *p = user;
 	const struct key *k = NULL;
-	bool known_section = false;
+	struct svc_state *st = &p->def_state;
+	void *base = p->c;
+	bool listener = strncmp(section, LISTENER_SEC, strlen(LISTENER_SEC)) == 0 || strcmp(section, "listener") == 0;
 	size_t i;
 
 	if (p->r < 0)
 		return 0;
-	if (p->indented && p->last && strcmp(p->last->name, name) == 0 && strcmp(p->last->section, section) == 0) {
+	if (p->indented && p->last && strcmp(p->last->name, name) == 0 && p->last_section &&
+	    strcmp(p->last_section, section) == 0) {
 		/* inih hands us an indented line as more of the previous key. */
-		if (p->last->type == KEY_TEXT)
-			return set_text(p, p->last, value, true) == 0;
+		if (p->last->type == KEY_TEXT) {
+			if (listener) {
+				struct service *svc;
+
+				if (listener_for(p, section + strlen(LISTENER_SEC), &svc, &st) < 0)
+					return 0;
+				base = svc;
+			} else if (p->last->scope == KEY_SERVICE) {
+				base = &p->c->def;
+			}
+			return set_text(p, p->last, base, value, true) == 0;
+		}
 		fail(p, -EINVAL, "%s: indented line continues a key that takes a single value (remove the indentation)",
 		     name);
 		return 0;
 	}
-	for (i = 0; i < ARRAY_SIZE(keys); i++) {
-		if (strcmp(keys[i].section, section) != 0)
-			continue;
-		known_section = true;
-		if (strcmp(keys[i].name, name) == 0) {
-			k = &keys[i];
-			break;
-		}
-	}
 	if (section[0] == '\0')
 		return fail(p, -EINVAL, "%s: key outside a section (add [section] above it)", name), 0;
-	if (!known_section)
-		return fail(p, -EINVAL, "unknown section [%s]", section), 0;
-	if (!k)
-		return fail(p, -EINVAL, "unknown key \"%s\" in section [%s]", name, section), 0;
+	if (listener) {
+		struct service *svc;
+		if (strlen(section) <= strlen(LISTENER_SEC))
+			return fail(p, -EINVAL, "[listener] needs a name: [listener NAME]"), 0;
+		for (i = 0; i < NKEYS && !k; i++)
+			if (strcmp(keys[i].name, name) == 0)
+				k = &keys[i];
+		if (!k)
+			return fail(p, -EINVAL, "unknown key \"%s\" in section [%s]", name, section), 0;
+		if (!is_listener_key(k))
+			return fail(p, -EINVAL, "%s is a global setting: set it in [%s], not in a [listener] section",
+				    name, k->section),
+			       0;
+		if (listener_for(p, section + strlen(LISTENER_SEC), &svc, &st) < 0)
+			return 0;
+		base = svc;
+	} else {
+		bool known_section;
+
+		k = find_key(section, name, &known_section);
+		if (!known_section)
+			return fail(p, -EINVAL, "unknown section [%s]", section), 0;
+		if (!k)
+			return fail(p, -EINVAL, "unknown key \"%s\" in section [%s]", name, section), 0;
+		if (k->scope == KEY_SERVICE)
+			base = &p->c->def;
+	}
+	i = (size_t)(k - keys);
 	p->last = k;
-	if (k->offset == OFF(payload)) {
-		if (p->payload_set) {
-			for (size_t j = 0; j < ARRAY_SIZE(keys); j++)
-				if (keys[j].offset == OFF(payload) && p->seen[j])
+	snprintf(p->last_section_buf, sizeof(p->last_section_buf), "%s", section);
+	p->last_section = p->last_section_buf;
+	if (k->type == KEY_TEXT || k->type == KEY_FILE) {
+		if (k->offset == offsetof(struct service, payload) && st->payload_set) {
+			for (size_t j = 0; j < NKEYS; j++)
+				if ((keys[j].type == KEY_TEXT || keys[j].type == KEY_FILE) &&
+				    keys[j].offset == offsetof(struct service, payload) && st->seen[j])
 					return fail(p, -EINVAL,
 						    "%s: duplicate payload source (payload %s already set at line %u)",
-						    name, keys[j].name, p->seen[j]),
+						    name, keys[j].name, st->seen[j]),
 					       0;
 		}
-		p->payload_set = true;
-	} else if (p->seen[i] && k->type != KEY_ADDRESS) {
-		return fail(p, -EINVAL, "%s: duplicate key (already set at line %u)", name, p->seen[i]), 0;
+		if (k->offset == offsetof(struct service, payload))
+			st->payload_set = true;
+		else if (st->seen[i])
+			return fail(p, -EINVAL, "%s: duplicate key (already set at line %u)", name, st->seen[i]), 0;
+	} else if (st->seen[i] && k->type != KEY_ADDRESS && k->type != KEY_PREFIXES) {
+		return fail(p, -EINVAL, "%s: duplicate key (already set at line %u)", name, st->seen[i]), 0;
 	}
-	p->seen[i] = p->line;
-	return set_value(p, k, value) == 0;
+	st->seen[i] = p->line;
+	st->set[i] = true;
+	return set_value(p, k, base, st, value) == 0;
 }
 
 static int parse_buffer(struct parse *p, const char *file, const char *buf, size_t len)
@@ -493,9 +736,9 @@ static int parse_buffer(struct parse *p, const char *file, const char *buf, size
 	p->pos = 0;
 	p->line = 0;
 	p->last = NULL;
-	p->payload_set = false;
-	p->listen_set = false;
-	memset(p->seen, 0, sizeof(p->seen));
+	reset_file_state(&p->def_state);
+	for (size_t i = 0; i < p->c->nlisteners; i++)
+		reset_file_state(p->states[i]);
 	r = ini_parse_stream(reader, p, handler, p);
 	if (r > 0 && (p->r == 0 || (unsigned)r < p->err_line)) {
 		/* inih found a line it cannot read before any error of ours. */
@@ -547,35 +790,164 @@ static int config_defaults(struct parse *p)
 {
 	p->file = "(built-in default)";
 	p->line = 0;
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+	for (size_t i = 0; i < NKEYS; i++) {
 		if (!keys[i].def)
 			continue;
-		p->listen_set = false;
-		if (set_value(p, &keys[i], keys[i].def) < 0)
+		p->def_state.listen_set = false;
+		if (set_value(p, &keys[i], keys[i].scope == KEY_GLOBAL ? (void *)p->c : (void *)&p->c->def,
+			      &p->def_state, keys[i].def) < 0)
 			return p->r;
 	}
 	return 0;
 }
 
-/* Makes the parsed payload bytes c's immutable blob: prev's, when they are
- * the same bytes, so that however many configs clients still hold after
- * reloads, an unchanged payload is in memory once. */
-static int share_payload(struct config *c, const struct config *prev)
+static int bytes_copy(struct bytes *to, const struct bytes *from)
 {
-	struct blob *b;
+	to->data = malloc(from->len + 1);
+	if (!to->data)
+		return -ENOMEM;
+	memcpy(to->data, from->data, from->len);
+	to->data[from->len] = '\0';
+	to->len = from->len;
+	return 0;
+}
 
-	if (prev && prev->payload_blob && prev->payload.len == c->payload.len &&
-	    memcmp(prev->payload.data, c->payload.data, c->payload.len) == 0) {
-		b = blob_ref(prev->payload_blob);
-		free(c->payload.data);
+/* Copies into a listener every per-connection key it did not set. The
+ * payload is shared later (share_payloads()), addresses are never inherited. */
+static int inherit(struct service *svc, const struct svc_state *st, const struct service *def)
+{
+	bool payload = false;
+
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &keys[i];
+		void *to = field_of(svc, k);
+		const void *from = field_of((void *)def, k);
+
+		if (k->scope != KEY_SERVICE)
+			continue;
+		if (k->offset == offsetof(struct service, payload)) {
+			payload = payload || st->set[i];
+			continue;
+		}
+		if (st->set[i])
+			continue;
+		switch (k->type) {
+		case KEY_UINT:
+		case KEY_RATE:
+			*(unsigned *)to = *(const unsigned *)from;
+			break;
+		case KEY_DURATION:
+			*(uint64_t *)to = *(const uint64_t *)from;
+			break;
+		case KEY_BOOL:
+			*(bool *)to = *(const bool *)from;
+			break;
+		case KEY_OVERLOAD:
+		case KEY_LEVEL:
+			*(int *)to = *(const int *)from;
+			break;
+		case KEY_TEXT:
+			if (bytes_copy(to, from) < 0)
+				return -ENOMEM;
+			break;
+		case KEY_PREFIXES: {
+			struct prefixes *t = to;
+			const struct prefixes *f = from;
+
+			if (f->n) {
+				t->v = malloc(f->n * sizeof(*t->v));
+				if (!t->v)
+					return -ENOMEM;
+				memcpy(t->v, f->v, f->n * sizeof(*t->v));
+				t->n = f->n;
+			}
+			break;
+		}
+		case KEY_FILE:
+		case KEY_ADDRESS:
+			break;
+		}
+	}
+	if (!payload) {
+		/* def's payload is already a blob: share it. */
+		svc->payload_blob = blob_ref(def->payload_blob);
+		svc->payload = def->payload;
+		if (def->payload_file) {
+			svc->payload_file = strdup(def->payload_file);
+			if (!svc->payload_file)
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int build_acl(struct service *svc)
+{
+	for (size_t i = 0; i < svc->allow.n; i++)
+		if (acl_add(&svc->acl, &svc->allow.v[i], true) < 0)
+			return -ENOMEM;
+	for (size_t i = 0; i < svc->deny.n; i++)
+		if (acl_add(&svc->acl, &svc->deny.v[i], false) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+/* A blob of x's with these bytes, if any. */
+static struct blob *find_blob(const struct config *x, const struct bytes *b)
+{
+	for (size_t i = 0; i <= x->nlisteners; i++) {
+		const struct service *s = i == 0 ? &x->def : x->listeners[i - 1];
+
+		if (s->payload_blob && s->payload.len == b->len && memcmp(s->payload.data, b->data, b->len) == 0)
+			return s->payload_blob;
+	}
+	return NULL;
+}
+
+/* Makes a service's parsed payload bytes its immutable blob: one with the
+ * same bytes where there is one (another listener, or prev's), so that however
+ * many configs clients still hold after reloads, a payload is in memory once. */
+static int share_payload(struct config *c, struct service *svc, const struct config *prev)
+{
+	struct blob *b = find_blob(c, &svc->payload);
+
+	if (!b && prev)
+		b = find_blob(prev, &svc->payload);
+	if (b) {
+		b = blob_ref(b);
+		free(svc->payload.data);
 	} else {
-		b = blob_new(c->payload.data, c->payload.len);
+		b = blob_new(svc->payload.data, svc->payload.len);
 		if (!b)
 			return -ENOMEM;
 	}
-	c->payload_blob = b;
-	c->payload.data = b->data;
+	svc->payload_blob = b;
+	svc->payload.data = b->data;
 	return 0;
+}
+
+/* After the last file: blobs, inheritance, access lists. */
+static int finish(struct parse *p, const struct config *prev)
+{
+	struct config *c = p->c;
+	int r;
+
+	r = share_payload(c, &c->def, prev);
+	for (size_t i = 0; r == 0 && i < c->nlisteners; i++) {
+		struct service *svc = c->listeners[i];
+		bool own = false;
+
+		for (size_t j = 0; j < NKEYS; j++)
+			if (keys[j].scope == KEY_SERVICE && keys[j].offset == offsetof(struct service, payload))
+				own = own || p->states[i]->set[j];
+		if (own)
+			r = share_payload(c, svc, prev);
+		if (r == 0)
+			r = inherit(svc, p->states[i], &c->def);
+	}
+	for (size_t i = 0; r == 0 && i <= c->nlisteners; i++)
+		r = build_acl(i == 0 ? &c->def : c->listeners[i - 1]);
+	return r;
 }
 
 /* A first load: config_reload() with no previous config to share with. */
@@ -585,7 +957,7 @@ int config_load(const char *path, struct config **ret, char *err, size_t errlen)
 }
 
 /* Loads path and then path.d/ *.conf in byte order into a new config, which
- * shares its payload with prev (may be NULL) when the bytes are the same.
+ * shares its payloads with prev (may be NULL) where the bytes are the same.
  * On failure err holds "FILE:LINE: message". */
 int config_reload(const char *path, const struct config *prev, struct config **ret, char *err, size_t errlen)
 {
@@ -630,14 +1002,18 @@ int config_reload(const char *path, const struct config *prev, struct config **r
 	}
 	free(list);
 	if (r == 0)
-		r = share_payload(p.c, prev);
+		r = finish(&p, prev);
 	if (r < 0)
 		goto fail;
+	for (size_t i = 0; i < p.c->nlisteners; i++)
+		free(p.states[i]);
 	*ret = p.c;
 	return 0;
 fail:
 	if (err[0] == '\0')
 		snprintf(err, errlen, "%s: %s", payload_escape_name(path, name, sizeof(name)), strerror(-r));
+	for (size_t i = 0; i < p.c->nlisteners; i++)
+		free(p.states[i]);
 	config_unref(p.c);
 	return r;
 }
@@ -649,20 +1025,43 @@ struct config *config_ref(struct config *c)
 	return c;
 }
 
+static void service_clear(struct service *s)
+{
+	if (s->payload_blob)
+		blob_unref(s->payload_blob);
+	else
+		free(s->payload.data); /* a load that failed before share_payload() */
+	free(s->payload_file);
+	free(s->busy_message.data);
+	free(s->allow.v);
+	free(s->deny.v);
+	acl_free(s->acl);
+	strv_free(s->listen);
+	free(s->name);
+}
+
 struct config *config_unref(struct config *c)
 {
 	if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return NULL;
-	if (c->payload_blob)
-		blob_unref(c->payload_blob);
-	else
-		free(c->payload.data); /* a load that failed before share_payload() */
-	free(c->payload_file);
-	free(c->busy_message.data);
-	strv_free(c->listen);
+	service_clear(&c->def);
+	for (size_t i = 0; i < c->nlisteners; i++) {
+		service_clear(c->listeners[i]);
+		free(c->listeners[i]);
+	}
 	strv_free(c->files);
 	free(c);
 	return NULL;
+}
+
+/* The service a socket named name is served with: its [listener] section,
+ * or the global settings. */
+const struct service *config_service(const struct config *c, const char *name)
+{
+	for (size_t i = 0; name && i < c->nlisteners; i++)
+		if (strcmp(c->listeners[i]->name, name) == 0)
+			return c->listeners[i];
+	return &c->def;
 }
 
 /* Prints escaped bytes as a value inih reads back: long values continue on
@@ -690,6 +1089,70 @@ static void print_text(FILE *f, const char *name, const struct bytes *b)
 	fputc('\n', f);
 }
 
+static void print_key(FILE *f, const struct key *k, const void *base, bool listener)
+{
+	const void *field = (const char *)base + k->offset;
+	char buf[INET6_ADDRSTRLEN + 8];
+
+	switch (k->type) {
+	case KEY_UINT:
+		fprintf(f, "%s = %u\n", k->name, *(const unsigned *)field);
+		break;
+	case KEY_RATE:
+		if (*(const unsigned *)field)
+			fprintf(f, "%s = %u/s\n", k->name, *(const unsigned *)field);
+		else
+			fprintf(f, "%s = 0\n", k->name);
+		break;
+	case KEY_DURATION:
+		format_duration(*(const uint64_t *)field, buf, sizeof(buf));
+		fprintf(f, "%s = %s\n", k->name, buf);
+		break;
+	case KEY_BOOL:
+		fprintf(f, "%s = %s\n", k->name, *(const bool *)field ? "yes" : "no");
+		break;
+	case KEY_LEVEL:
+		fprintf(f, "%s = %s\n", k->name, log_level_name(*(const int *)field));
+		break;
+	case KEY_OVERLOAD:
+		fprintf(f, "%s = %s\n", k->name, *(const int *)field == OVERLOAD_BUSY ? "busy" : "close");
+		break;
+	case KEY_TEXT: {
+		const struct service *svc = base;
+
+		if (k->offset == offsetof(struct service, payload) && svc->payload_file)
+			break;
+		print_text(f, k->name, field);
+		break;
+	}
+	case KEY_FILE: {
+		const struct service *svc = base;
+
+		if (svc->payload_file)
+			fprintf(f, "%s = %s\n", k->name, svc->payload_file);
+		fprintf(f, "# payload: %zu bytes\n", svc->payload.len);
+		break;
+	}
+	case KEY_PREFIXES: {
+		const struct prefixes *l = field;
+
+		/* An empty list is printed too: in a listener, so it does not
+		 * read back as inheriting the global one. */
+		if (l->n == 0)
+			fprintf(f, "%s =\n", k->name);
+		for (size_t i = 0; i < l->n; i++) {
+			prefix_format(&l->v[i], buf, sizeof(buf));
+			fprintf(f, "%s = %s\n", k->name, buf);
+		}
+		break;
+	}
+	case KEY_ADDRESS:
+		for (char **a = *(char **const *)field; a && *a; a++)
+			fprintf(f, "%s = %s\n", k->name, *a);
+		break;
+	}
+}
+
 void config_print(const struct config *c, FILE *f)
 {
 	const char *section = "";
@@ -698,46 +1161,20 @@ void config_print(const struct config *c, FILE *f)
 	fprintf(f, "# poold effective configuration, read from:\n");
 	for (char **i = c->files; i && *i; i++)
 		fprintf(f, "#   %s\n", payload_escape_name(*i, name, sizeof(name)));
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+	for (size_t i = 0; i < NKEYS; i++) {
 		const struct key *k = &keys[i];
-		const void *field = (const char *)c + k->offset;
-		char buf[32];
 
 		if (strcmp(section, k->section) != 0) {
 			section = k->section;
 			fprintf(f, "\n[%s]\n", section);
 		}
-		switch (k->type) {
-		case KEY_UINT:
-			fprintf(f, "%s = %u\n", k->name, *(const unsigned *)field);
-			break;
-		case KEY_DURATION:
-			format_duration(*(const uint64_t *)field, buf, sizeof(buf));
-			fprintf(f, "%s = %s\n", k->name, buf);
-			break;
-		case KEY_BOOL:
-			fprintf(f, "%s = %s\n", k->name, *(const bool *)field ? "yes" : "no");
-			break;
-		case KEY_LEVEL:
-			fprintf(f, "%s = %s\n", k->name, log_level_name(*(const int *)field));
-			break;
-		case KEY_OVERLOAD:
-			fprintf(f, "%s = %s\n", k->name, *(const int *)field == OVERLOAD_BUSY ? "busy" : "close");
-			break;
-		case KEY_TEXT:
-			if (k->offset == OFF(payload) && c->payload_file)
-				break;
-			print_text(f, k->name, field);
-			break;
-		case KEY_FILE:
-			if (c->payload_file)
-				fprintf(f, "%s = %s\n", k->name, c->payload_file);
-			fprintf(f, "# payload: %zu bytes\n", c->payload.len);
-			break;
-		case KEY_ADDRESS:
-			for (char **a = c->listen; a && *a; a++)
-				fprintf(f, "%s = %s\n", k->name, *a);
-			break;
-		}
+		print_key(f, k, k->scope == KEY_GLOBAL ? (const void *)c : (const void *)&c->def, false);
+	}
+	/* Every key of every listener, inherited or not: what it really uses. */
+	for (size_t l = 0; l < c->nlisteners; l++) {
+		fprintf(f, "\n[listener %s]\n", c->listeners[l]->name);
+		for (size_t i = 0; i < NKEYS; i++)
+			if (keys[i].scope == KEY_SERVICE)
+				print_key(f, &keys[i], c->listeners[l], true);
 	}
 }

@@ -1,8 +1,11 @@
 /* listen.c - owns the listening fds. Under systemd every passed fd must be a
  * listening stream socket (TCP over IPv4/IPv6 or AF_UNIX); anything else is
- * refused, not guessed at. Standalone, each [listen] address is bound here;
- * "[::]:port" is dual-stack. All fds end up non-blocking and close-on-exec.
- * Runs once at start, before any thread exists (sd_listen_fds() requires it). */
+ * refused, not guessed at. Each keeps its LISTEN_FDNAMES name (the socket
+ * unit's FileDescriptorName=), which picks its [listener NAME] section.
+ * Standalone, each [listen] address and each listener's address is bound
+ * here, named after its listener; "[::]:port" is dual-stack. All fds end up
+ * non-blocking and close-on-exec. Runs once at start, before any thread
+ * exists (sd_listen_fds() requires it). */
 #include "listen.h"
 #include "config.h"
 #include "util.h"
@@ -30,20 +33,30 @@ static int fd_prepare(int fd)
 	return 0;
 }
 
-static int push_fd(struct listeners *l, int fd)
+static int push_fd(struct listeners *l, int fd, const char *name)
 {
 	int *n = realloc(l->fds, (l->n + 1) * sizeof(int));
+	char **nn;
 
 	if (!n)
 		return -ENOMEM;
 	l->fds = n;
+	nn = realloc(l->names, (l->n + 1) * sizeof(char *));
+	if (!nn)
+		return -ENOMEM;
+	l->names = nn;
+	l->names[l->n] = NULL;
+	if (name && !(l->names[l->n] = strdup(name)))
+		return -ENOMEM;
 	l->fds[l->n++] = fd;
 	return 0;
 }
 
-static int take_activated(int n, struct listeners *l, char *err, size_t errlen)
+static int take_activated(int n, char **names, struct listeners *l, char *err, size_t errlen)
 {
 	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+		const char *name = names ? names[fd - SD_LISTEN_FDS_START] : NULL;
+
 		int r = sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1);
 
 		if (r <= 0 || (sd_is_socket(fd, AF_INET, 0, -1) <= 0 && sd_is_socket(fd, AF_INET6, 0, -1) <= 0 &&
@@ -56,7 +69,7 @@ static int take_activated(int n, struct listeners *l, char *err, size_t errlen)
 		}
 		r = fd_prepare(fd);
 		if (r == 0)
-			r = push_fd(l, fd);
+			r = push_fd(l, fd, name && strcmp(name, "unknown") != 0 ? name : NULL);
 		if (r < 0) {
 			snprintf(err, errlen, "Failed to prepare passed socket %d: %s", fd, strerror(-r));
 			return r;
@@ -66,7 +79,7 @@ static int take_activated(int n, struct listeners *l, char *err, size_t errlen)
 	return 0;
 }
 
-static int bind_unix(const char *path, struct listeners *l, char *err, size_t errlen)
+static int bind_unix(const char *path, const char *name, struct listeners *l, char *err, size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_close_ int fd = -1;
@@ -87,7 +100,7 @@ static int bind_unix(const char *path, struct listeners *l, char *err, size_t er
 		unlink(path);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, LISTEN_BACKLOG) < 0)
 		goto fail;
-	if (push_fd(l, fd) < 0)
+	if (push_fd(l, fd, name) < 0)
 		goto fail;
 	fd = -1;
 	return 0;
@@ -96,8 +109,8 @@ fail:
 	return -errno;
 }
 
-static int bind_inet(const char *addr, const char *host, const char *port, struct listeners *l, char *err,
-		     size_t errlen)
+static int bind_inet(const char *addr, const char *host, const char *port, const char *name, struct listeners *l,
+		     char *err, size_t errlen)
 {
 	struct addrinfo hints = {
 		.ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_ADDRCONFIG,
@@ -125,7 +138,8 @@ static int bind_inet(const char *addr, const char *host, const char *port, struc
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 || push_fd(l, fd) < 0) {
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0 ||
+		    push_fd(l, fd, name) < 0) {
 			saved = errno;
 			close(fd);
 			errno = saved;
@@ -141,35 +155,49 @@ fail:
 	return -saved;
 }
 
+static int bind_all(char **addresses, const char *name, struct listeners *l, char *err, size_t errlen)
+{
+	int r = 0;
+
+	for (char **a = addresses; r == 0 && a && *a; a++) {
+		char host[256], port[128];
+
+		r = config_split_address(*a, host, sizeof(host), port, sizeof(port));
+		if (r < 0) {
+			snprintf(err, errlen, "Invalid listen address %s", *a);
+			break;
+		}
+		r = host[0] ? bind_inet(*a, host, port, name, l, err, errlen) : bind_unix(port, name, l, err, errlen);
+	}
+	return r;
+}
+
 /* Takes systemd's sockets when there are any, else binds addresses. */
-int listen_open(char **addresses, struct listeners *ret, char *err, size_t errlen)
+int listen_open(const struct config *cfg, struct listeners *ret, char *err, size_t errlen)
 {
 	struct listeners l = { 0 };
+	char **names = NULL;
 	int n, r = 0;
 
-	n = sd_listen_fds(1);
+	n = sd_listen_fds_with_names(1, &names);
 	if (n < 0) {
 		snprintf(err, errlen, "Failed to read LISTEN_FDS: %s", strerror(-n));
 		return n;
 	}
 	if (n > 0) {
-		r = take_activated(n, &l, err, errlen);
+		r = take_activated(n, names, &l, err, errlen);
 	} else {
-		for (char **a = addresses; r == 0 && a && *a; a++) {
-			char host[256], port[128];
-
-			r = config_split_address(*a, host, sizeof(host), port, sizeof(port));
-			if (r < 0) {
-				snprintf(err, errlen, "Invalid listen address %s", *a);
-				break;
-			}
-			r = host[0] ? bind_inet(*a, host, port, &l, err, errlen) : bind_unix(port, &l, err, errlen);
-		}
+		r = bind_all(cfg->def.listen, NULL, &l, err, errlen);
+		for (size_t i = 0; r == 0 && i < cfg->nlisteners; i++)
+			r = bind_all(cfg->listeners[i]->listen, cfg->listeners[i]->name, &l, err, errlen);
 		if (r == 0 && l.n == 0) {
 			snprintf(err, errlen, "No socket passed by systemd and no [listen] address configured");
 			r = -EDESTADDRREQ;
 		}
 	}
+	for (char **i = names; i && *i; i++)
+		free(*i);
+	free(names);
 	if (r < 0) {
 		listen_close(&l);
 		return r;
@@ -180,10 +208,14 @@ int listen_open(char **addresses, struct listeners *ret, char *err, size_t errle
 
 void listen_close(struct listeners *l)
 {
-	for (size_t i = 0; i < l->n; i++)
+	for (size_t i = 0; i < l->n; i++) {
 		if (l->fds[i] >= 0)
 			close(l->fds[i]);
+		free(l->names[i]);
+	}
 	free(l->fds);
+	free(l->names);
 	l->fds = NULL;
+	l->names = NULL;
 	l->n = 0;
 }

@@ -57,7 +57,7 @@ struct event {
 struct record {
 	struct record *next;
 	struct event ev; /* msg, conn.remote, conn.addr and conn.data point into buf[] */
-	char buf[];      /* message NUL, remote NUL, addr NUL, data */
+	char buf[];      /* message NUL, remote NUL, addr NUL, listener NUL, data */
 };
 
 struct log {
@@ -207,9 +207,9 @@ static void send_journal(struct log *l, const struct event *e)
 {
 	const struct log_conn *c = &e->conn;
 	char full[1100], prio[16], conn[40], bytes[40], dur[48], id[48];
-	char remote[80], addr[80], port[32], file[256], line[32];
+	char remote[80], addr[80], port[32], file[256], line[32], lis[96];
 	_cleanup_free_ char *field = NULL;
-	struct iovec iov[12];
+	struct iovec iov[13];
 	size_t n = 0;
 
 #define ADD(s, len)    (iov[n].iov_base = (void *)(s), iov[n].iov_len = (len), n++)
@@ -228,6 +228,8 @@ static void send_journal(struct log *l, const struct event *e)
 		ADDF(addr, "POOLD_REMOTE_ADDR=%s", c->addr);
 	if (c->port)
 		ADDF(port, "POOLD_REMOTE_PORT=%u", c->port);
+	if (c->listener)
+		ADDF(lis, "POOLD_LISTENER=%s", c->listener);
 	if (c->bytes)
 		ADDF(bytes, "POOLD_BYTES=%" PRIu64, c->bytes);
 	if (c->duration_usec)
@@ -408,7 +410,7 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 	char raw[1024], msg[1024];
 	struct event ev = { .level = level, .msgid = msgid, .file = file, .line = line, .func = func, .msg = msg };
 	struct record *rec;
-	size_t mlen, rlen = 0, alen = 0, dlen = 0, size;
+	size_t mlen, rlen = 0, alen = 0, llen = 0, dlen = 0, size;
 	va_list ap;
 	bool queued = false, wake = false;
 
@@ -430,9 +432,11 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 		rlen = strlen(c->remote) + 1;
 	if (c && c->addr)
 		alen = strlen(c->addr) + 1;
+	if (c && c->listener)
+		llen = strlen(c->listener) + 1;
 	if (c && c->data)
 		dlen = c->data_len;
-	size = sizeof(*rec) + mlen + rlen + alen + dlen;
+	size = sizeof(*rec) + mlen + rlen + alen + llen + dlen;
 	rec = malloc(size);
 	if (!rec) {
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
@@ -450,9 +454,13 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 		memcpy(rec->buf + mlen + rlen, c->addr, alen);
 		rec->ev.conn.addr = rec->buf + mlen + rlen;
 	}
+	if (llen) {
+		memcpy(rec->buf + mlen + rlen + alen, c->listener, llen);
+		rec->ev.conn.listener = rec->buf + mlen + rlen + alen;
+	}
 	if (c && c->data) {
-		memcpy(rec->buf + mlen + rlen + alen, c->data, dlen);
-		rec->ev.conn.data = rec->buf + mlen + rlen + alen;
+		memcpy(rec->buf + mlen + rlen + alen + llen, c->data, dlen);
+		rec->ev.conn.data = rec->buf + mlen + rlen + alen + llen;
 	}
 
 	pthread_mutex_lock(&l->lock);

@@ -21,9 +21,10 @@ struct log;
 /* What a connection event carries; zero fields are left out. */
 struct log_conn {
 	uint64_t id;
-	const char *remote; /* "a.b.c.d:port", "[v6]:port", as shown in messages */
-	const char *addr;   /* the address alone: a.b.c.d, v6 without brackets, "unix" */
-	unsigned port;      /* 0: none */
+	const char *remote;   /* "a.b.c.d:port", "[v6]:port", as shown in messages */
+	const char *addr;     /* the address alone: a.b.c.d, v6 without brackets, "unix" */
+	unsigned port;        /* 0: none */
+	const char *listener; /* the [listener NAME] that accepted it; NULL: the default */
 	uint64_t bytes, duration_usec;
 	const void *data; /* the client's bytes, for POOLD_MESSAGE */
 	size_t data_len;

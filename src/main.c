@@ -144,6 +144,14 @@ static int run(int argc, char **argv)
 			fprintf(stderr, "%s\n", err);
 			return EX_CONFIG;
 		}
+		/* Only systemd can tell whether a socket of that name exists:
+		 * say what a section without addresses depends on. */
+		for (size_t i = 0; i < cfg->nlisteners; i++)
+			if (!cfg->listeners[i]->listen)
+				fprintf(stderr,
+					"poold: warning: [listener %s] has no address =: it serves only a socket that "
+					"systemd passes with FileDescriptorName=%s\n",
+					cfg->listeners[i]->name, cfg->listeners[i]->name);
 		if (o.print)
 			config_print(cfg, stdout);
 		config_unref(cfg);
@@ -165,7 +173,7 @@ static int run(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	r = listen_open(cfg->listen, &listeners, err, sizeof(err));
+	r = listen_open(cfg, &listeners, err, sizeof(err));
 	if (r < 0) {
 		r = fatal(log, EX_OSERR, "%s", err);
 		goto out;

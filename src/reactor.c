@@ -21,6 +21,7 @@
  * Signals are blocked in every thread (main.c) and read here from a signalfd.
  */
 #include "reactor.h"
+#include "access.h"
 #include "config.h"
 #include "log.h"
 #include "notify.h"
@@ -38,6 +39,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -45,22 +47,52 @@
 #define ACCEPT_BATCH        64                    /* accepts per listener wake-up, for fairness */
 #define ACCEPT_PAUSE_USEC   (100 * USEC_PER_MSEC) /* after EMFILE/ENOBUFS */
 #define STATUS_USEC         USEC_PER_SEC
-#define SOURCE_BUCKETS      1024
 #define REFUSE_LOGS_PER_SEC 10
 #define TAG_SIGNAL          UINT64_C(1) /* epoll data: odd values are not conns */
 #define TAG_LISTENER(i)     ((uint64_t)(i) << 2 | 3)
 
-/* Connections from one client address (IPv4 or IPv6, or "unix"). */
-struct source {
-	struct source *next;
-	unsigned char key[17]; /* family byte + address */
-	unsigned count;
+/* Why a client was refused: counted apart in STATUS=, named in the log. */
+enum refusal {
+	REFUSE_DENY,
+	REFUSE_NOT_ALLOWED,
+	REFUSE_RATE,
+	REFUSE_PER_SOURCE_RATE,
+	REFUSE_MAX_CONNECTIONS,
+	REFUSE_PER_SOURCE,
+	REFUSE_QUEUE_MAX,
+	REFUSE_NO_FDS,
+	REFUSE_NO_MEMORY,
+	REFUSE_N,
+};
+
+static const struct {
+	const char *name, *text;
+} refusals[REFUSE_N] = {
+	[REFUSE_DENY] = { "deny", "address denied (deny)" },
+	[REFUSE_NOT_ALLOWED] = { "not allowed", "address not in the allow list (not allowed)" },
+	[REFUSE_RATE] = { "rate", "too many new connections on this listener (rate)" },
+	[REFUSE_PER_SOURCE_RATE] = { "per_source_rate", "too many new connections from this source (per_source_rate)" },
+	[REFUSE_MAX_CONNECTIONS] = { "max_connections", "too many connections (max_connections)" },
+	[REFUSE_PER_SOURCE] = { "per_source", "too many connections from this source (per_source)" },
+	[REFUSE_QUEUE_MAX] = { "queue_max", "all workers busy and the queue is full (queue_max)" },
+	[REFUSE_NO_FDS] = { "out of file descriptors", "out of file descriptors" },
+	[REFUSE_NO_MEMORY] = { "out of memory", "out of memory" },
+};
+
+/* Each listening fd: the settings it serves with (from the current config)
+ * and its group, the listener whose counts and rate it shares (fds with the
+ * same name are one listener). */
+struct lstate {
+	const struct service *svc;
+	uint32_t group;
+	struct bucket rate; /* the group's `rate`, in its first fd's lstate */
 };
 
 struct reactor {
 	const char *config_path;
 	struct config *cfg; /* current; reactor thread only */
 	struct listeners *listeners;
+	struct lstate *ls; /* per listening fd; reactor thread only */
 	struct log *log;
 	struct pool *pool;
 	int epfd, sigfd, reserve_fd;
@@ -69,10 +101,11 @@ struct reactor {
 	pthread_mutex_t reg_lock;
 	struct conn *conns; /* every open connection */
 	unsigned nconns;
-	struct source *sources[SOURCE_BUCKETS];
+	struct sources *sources; /* per-source counts and rates */
 
 	atomic_uint parked;
 	atomic_uint_fast64_t served, refused;
+	atomic_uint_fast64_t refused_by[REFUSE_N];
 	atomic_bool aborting; /* shutdown deadline passed: close, don't park */
 	uint64_t next_id;
 	bool stopping, accepting;
@@ -87,19 +120,6 @@ struct reactor {
 };
 
 static void conn_close(struct reactor *r, struct conn *c);
-
-static struct source **source_slot(struct reactor *r, const unsigned char key[17])
-{
-	uint32_t h = 2166136261u;
-	struct source **s;
-
-	for (int i = 0; i < 17; i++)
-		h = (h ^ key[i]) * 16777619u;
-	for (s = &r->sources[h % SOURCE_BUCKETS]; *s; s = &(*s)->next)
-		if (memcmp((*s)->key, key, 17) == 0)
-			break;
-	return s;
-}
 
 /* Writes a.b.c.d:port without printf (this runs for every accept). */
 static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size_t len)
@@ -126,65 +146,57 @@ static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size
 	out[n] = '\0';
 }
 
-/* Says who the client is and makes its per-source key. IPv4 clients of a
- * dual-stack socket count as IPv4, not as ::ffff:a.b.c.d; unix-socket clients
- * count by the peer's uid (SO_PEERCRED), the one identity they have. */
-static void describe_peer(int fd, const struct sockaddr_storage *ss, struct peer *p)
+/* Says who the client is. IPv4 clients of a dual-stack socket are IPv4, not
+ * ::ffff:a.b.c.d; unix-socket clients are their peer's uid (SO_PEERCRED),
+ * the one identity they have, and count per uid. */
+static void describe_peer(int fd, const struct sockaddr_storage *ss, socklen_t len, struct peer *p)
 {
-	memset(p->key, 0, sizeof(p->key));
 	p->port = 0;
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+	if (addr_from_sockaddr((const struct sockaddr *)ss, len, &p->a) == 0) {
+		p->port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+							  : ((const struct sockaddr_in *)ss)->sin_port);
+		if (p->a.family == AF_INET) {
+			size_t n;
 
-		p->port = ntohs(s6->sin6_port);
-		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-			p->key[0] = AF_INET;
-			memcpy(p->key + 1, &s6->sin6_addr.s6_addr[12], 4);
+			format_ipv4(p->a.bytes, p->port, p->remote, sizeof(p->remote));
+			n = strcspn(p->remote, ":");
+			memcpy(p->addr, p->remote, n);
+			p->addr[n] = '\0';
 		} else {
-			p->key[0] = AF_INET6;
-			memcpy(p->key + 1, &s6->sin6_addr, 16);
-			inet_ntop(AF_INET6, &s6->sin6_addr, p->addr, sizeof(p->addr));
+			inet_ntop(AF_INET6, p->a.bytes, p->addr, sizeof(p->addr));
 			snprintf(p->remote, sizeof(p->remote), "[%s]:%u", p->addr, p->port);
-			return;
-		}
-	} else if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-
-		p->port = ntohs(s4->sin_port);
-		p->key[0] = AF_INET;
-		memcpy(p->key + 1, &s4->sin_addr, 4);
-	} else {
-		struct ucred cred;
-		socklen_t len = sizeof(cred);
-
-		p->key[0] = AF_UNIX;
-		snprintf(p->addr, sizeof(p->addr), "unix");
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) {
-			memcpy(p->key + 1, &cred.uid, sizeof(cred.uid));
-			snprintf(p->remote, sizeof(p->remote), "unix uid %u", (unsigned)cred.uid);
-		} else {
-			snprintf(p->remote, sizeof(p->remote), "unix");
 		}
 		return;
 	}
-	format_ipv4(p->key + 1, p->port, p->remote, sizeof(p->remote));
-	memcpy(p->addr, p->remote, strcspn(p->remote, ":"));
-	p->addr[strcspn(p->remote, ":")] = '\0';
+	snprintf(p->addr, sizeof(p->addr), "unix");
+	{
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+			addr_unix((uint32_t)cred.uid, &p->a);
+			snprintf(p->remote, sizeof(p->remote), "unix uid %u", (unsigned)cred.uid);
+		} else {
+			addr_unix(UINT32_MAX, &p->a);
+			snprintf(p->remote, sizeof(p->remote), "unix");
+		}
+	}
 }
 
 /* Closes a client we will not serve, telling it so when overload = busy. */
-static void refuse(struct reactor *r, int fd, const struct peer *p, const char *why)
+static void refuse(struct reactor *r, int fd, const struct service *svc, const struct peer *p, enum refusal why)
 {
 	uint64_t now = now_usec();
 
-	if (r->cfg->overload == OVERLOAD_BUSY) {
-		const struct bytes *b = &r->cfg->busy_message;
+	if (svc->overload == OVERLOAD_BUSY) {
+		const struct bytes *b = &svc->busy_message;
 
 		/* One non-blocking try: a refused client gets no buffering. */
 		(void)!send(fd, b->data, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
 	close(fd);
 	atomic_fetch_add_explicit(&r->refused, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&r->refused_by[why], 1, memory_order_relaxed);
 
 	/* A flood of refusals must not become a flood of log entries. */
 	if (now >= r->refuse_window_usec + USEC_PER_SEC) {
@@ -197,8 +209,10 @@ static void refuse(struct reactor *r, int fd, const struct peer *p, const char *
 	}
 	if (r->refuse_logged++ < REFUSE_LOGS_PER_SEC)
 		log_event(r->log, LOG_NOTICE, MSGID_REFUSED,
-			  &(struct log_conn){ .remote = p->remote, .addr = p->addr, .port = p->port },
-			  "Refused connection from %s: %s", p->remote, why);
+			  &(struct log_conn){
+				  .remote = p->remote, .addr = p->addr, .port = p->port, .listener = svc->name },
+			  "Refused connection from %s%s%s: %s", p->remote, svc->name ? " on listener " : "",
+			  svc->name ? svc->name : "", refusals[why].text);
 	else
 		r->refuse_suppressed++;
 }
@@ -222,14 +236,16 @@ static void listeners_arm(struct reactor *r, bool on)
 /* accept() failed for lack of fds or memory: drop the client at the head of
  * the backlog with the reserved fd (so it is not left hanging), and stop
  * accepting for a moment instead of spinning on a level-triggered socket. */
-static void accept_overloaded(struct reactor *r, int lfd, int err)
+static void accept_overloaded(struct reactor *r, size_t idx, int err)
 {
+	int lfd = r->listeners->fds[idx];
+
 	if ((err == EMFILE || err == ENFILE) && r->reserve_fd >= 0) {
 		close(r->reserve_fd);
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
-			refuse(r, fd, &(struct peer){ .remote = "unknown", .addr = "unknown" },
-			       "out of file descriptors");
+			refuse(r, fd, r->ls[idx].svc, &(struct peer){ .remote = "unknown", .addr = "unknown" },
+			       REFUSE_NO_FDS);
 		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	if (log_enabled(r->log, LOG_WARNING) && r->accepting)
@@ -240,44 +256,60 @@ static void accept_overloaded(struct reactor *r, int lfd, int err)
 	r->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
 }
 
-static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage *ss)
+/* Admits a client or refuses it: the listener's access lists, its rate,
+ * max_connections, then per_source and per_source_rate (the per-source
+ * table is only touched when one of those is on). */
+static void accept_one(struct reactor *r, size_t idx, int fd, const struct sockaddr_storage *ss, socklen_t len)
 {
-	const struct config *cfg = r->cfg;
+	struct lstate *ls = &r->ls[idx];
+	const struct service *svc = ls->svc;
+	struct source *src = NULL;
 	struct peer peer;
-	struct source **slot, *src;
 	struct conn *c;
-	uint64_t now;
+	uint64_t now = now_usec();
+	int a;
 
-	describe_peer(fd, ss, &peer);
-	pthread_mutex_lock(&r->reg_lock);
-	if (r->nconns >= cfg->max_connections) {
-		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, &peer, "too many connections (max_connections)");
-	}
-	slot = source_slot(r, peer.key);
-	if (cfg->per_source && *slot && (*slot)->count >= cfg->per_source) {
-		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, &peer, "too many connections from this source (per_source)");
-	}
+	describe_peer(fd, ss, len, &peer);
+	a = acl_check(svc->acl, &peer.a);
+	if (a != ACL_ALLOWED)
+		return refuse(r, fd, svc, &peer, a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED);
+	if (svc->rate && !bucket_take(&r->ls[ls->group].rate, svc->rate, now))
+		return refuse(r, fd, svc, &peer, REFUSE_RATE);
 	c = calloc(1, sizeof(*c));
-	src = *slot ? *slot : calloc(1, sizeof(*src));
-	if (!c || !src) {
-		if (src && src != *slot)
-			free(src);
-		free(c);
+	if (!c)
+		return refuse(r, fd, svc, &peer, REFUSE_NO_MEMORY);
+	pthread_mutex_lock(&r->reg_lock);
+	if (r->nconns >= r->cfg->max_connections) {
 		pthread_mutex_unlock(&r->reg_lock);
-		return refuse(r, fd, &peer, "out of memory");
+		free(c);
+		return refuse(r, fd, svc, &peer, REFUSE_MAX_CONNECTIONS);
 	}
-	if (!*slot) {
-		memcpy(src->key, peer.key, 17);
-		*slot = src;
+	if (svc->per_source || svc->per_source_rate) {
+		struct source_key key;
+		enum refusal why = REFUSE_N;
+
+		source_key_make(&peer.a, ls->group, r->cfg->ipv6_prefix, &key);
+		src = sources_get(r->sources, &key);
+		if (!src)
+			why = REFUSE_NO_MEMORY;
+		else if (svc->per_source && src->count >= svc->per_source)
+			why = REFUSE_PER_SOURCE;
+		else if (!bucket_take(&src->rate, svc->per_source_rate, now))
+			why = REFUSE_PER_SOURCE_RATE;
+		if (why != REFUSE_N) {
+			if (src)
+				sources_release(r->sources, src, now);
+			pthread_mutex_unlock(&r->reg_lock);
+			free(c);
+			return refuse(r, fd, svc, &peer, why);
+		}
+		src->count++;
 	}
-	src->count++;
-	now = now_usec();
 	pthread_mutex_init(&c->lock, NULL);
 	c->fd = fd;
 	c->id = ++r->next_id;
 	c->cfg = config_ref(r->cfg);
+	c->svc = svc;
 	c->start_usec = c->active_usec = now;
 	c->source = src;
 	c->peer = peer;
@@ -289,15 +321,19 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 	pthread_mutex_unlock(&r->reg_lock);
 
 	if (log_enabled(r->log, LOG_DEBUG))
-		log_event(
-			r->log, LOG_DEBUG, NULL,
-			&(struct log_conn){ .id = c->id, .remote = peer.remote, .addr = peer.addr, .port = peer.port },
-			"Accepted connection %" PRIu64 " from %s", c->id, peer.remote);
+		log_event(r->log, LOG_DEBUG, NULL,
+			  &(struct log_conn){ .id = c->id,
+					      .remote = peer.remote,
+					      .addr = peer.addr,
+					      .port = peer.port,
+					      .listener = svc->name },
+			  "Accepted connection %" PRIu64 " from %s%s%s", c->id, peer.remote,
+			  svc->name ? " on listener " : "", svc->name ? svc->name : "");
 	/* A cap on what the kernel holds for a client that does not read
-	 * ([limits] send_buffer); the kernel doubles it and clamps it to
+	 * (send_buffer); the kernel doubles it and clamps it to
 	 * net.core.wmem_max. */
-	if (cfg->send_buffer) {
-		int sb = (int)cfg->send_buffer;
+	if (svc->send_buffer) {
+		int sb = (int)svc->send_buffer;
 
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
 	}
@@ -305,7 +341,7 @@ static void accept_one(struct reactor *r, int fd, const struct sockaddr_storage 
 		/* The waiting room is full: undo (unlogged, uncounted) and refuse. */
 		c->fd = -1;
 		conn_close(r, c);
-		refuse(r, fd, &peer, "all workers busy and the queue is full (queue_max)");
+		refuse(r, fd, svc, &peer, REFUSE_QUEUE_MAX);
 	}
 }
 
@@ -328,13 +364,13 @@ static void on_listener(struct reactor *r, size_t idx)
 			case EAGAIN:
 				return;
 			default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM and the rest */
-				accept_overloaded(r, lfd, errno);
+				accept_overloaded(r, idx, errno);
 				return;
 			}
 		}
 		if (len == 0 || ss.ss_family == AF_UNSPEC)
 			ss.ss_family = AF_UNIX;
-		accept_one(r, fd, &ss);
+		accept_one(r, idx, fd, &ss, len);
 	}
 }
 
@@ -390,11 +426,9 @@ static void conn_close(struct reactor *r, struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	r->nconns--;
-	if (--c->source->count == 0) {
-		struct source **s = source_slot(r, c->source->key);
-
-		*s = c->source->next;
-		free(c->source);
+	if (c->source) {
+		c->source->count--;
+		sources_release(r->sources, c->source, now_usec());
 	}
 	pthread_mutex_unlock(&r->reg_lock);
 	config_unref(c->cfg);
@@ -456,20 +490,29 @@ static void sweep(struct reactor *r, uint64_t now, bool all)
 		}
 		pthread_mutex_unlock(&c->lock);
 	}
+	/* Sources with no connection whose rate bucket is full again. */
+	sources_sweep(r->sources, now);
 	pthread_mutex_unlock(&r->reg_lock);
 	pool_wake(r->pool);
 }
 
-static uint64_t sweep_interval(const struct config *c)
+static uint64_t sweep_interval(const struct config *cfg)
 {
-	uint64_t t = c->idle_usec < c->session_usec ? c->idle_usec : c->session_usec;
+	uint64_t t = UINT64_MAX;
 
-	if (c->linger_idle_usec < t)
-		t = c->linger_idle_usec;
-	if (c->linger_usec && c->linger_usec < t)
-		t = c->linger_usec;
+	for (size_t i = 0; i <= cfg->nlisteners; i++) {
+		const struct service *c = i == 0 ? &cfg->def : cfg->listeners[i - 1];
+
+		if (c->idle_usec < t)
+			t = c->idle_usec;
+		if (c->session_usec < t)
+			t = c->session_usec;
+		if (c->linger_idle_usec < t)
+			t = c->linger_idle_usec;
+		if (c->linger_usec && c->linger_usec < t)
+			t = c->linger_usec;
+	}
 	t /= 8;
-
 	if (t < 5 * USEC_PER_MSEC)
 		t = 5 * USEC_PER_MSEC;
 	if (t > 500 * USEC_PER_MSEC)
@@ -492,6 +535,7 @@ static void update_status(struct reactor *r, bool force)
 	struct pool_stats st;
 	char buf[sizeof(r->status)];
 	unsigned long dropped = log_dropped(r->log);
+	bool first = true;
 	size_t n;
 
 	pool_stats(r->pool, &st);
@@ -505,7 +549,21 @@ static void update_status(struct reactor *r, bool force)
 			 atomic_load(&r->parked), (uint64_t)atomic_load(&r->served),
 			 (uint64_t)atomic_load(&r->refused));
 	n = strlen(buf);
-	if (dropped)
+	/* Refusals by reason: " (deny 3, rate 12)". */
+	for (int i = 0; i < REFUSE_N; i++) {
+		uint64_t k = atomic_load_explicit(&r->refused_by[i], memory_order_relaxed);
+
+		if (!k)
+			continue;
+		snprintf(buf + n, sizeof(buf) - n, "%s%s %" PRIu64, first ? " (" : ", ", refusals[i].name, k);
+		n = strlen(buf);
+		first = false;
+	}
+	if (!first) {
+		snprintf(buf + n, sizeof(buf) - n, ")");
+		n = strlen(buf);
+	}
+	if (dropped && n < sizeof(buf))
 		snprintf(buf + n, sizeof(buf) - n, "; %lu log entries dropped", dropped);
 	if (force || strcmp(buf, r->status) != 0) {
 		memcpy(r->status, buf, sizeof(buf));
@@ -529,8 +587,80 @@ static void watchdog(struct reactor *r, uint64_t now)
 	notify_watchdog();
 }
 
+/* Points each listening fd at the settings it serves with under cfg, and
+ * warns about [listener] sections that no fd uses. */
+static void map_listeners(struct reactor *r, const struct config *cfg)
+{
+	const struct listeners *l = r->listeners;
+
+	for (size_t i = 0; i < l->n; i++)
+		r->ls[i].svc = config_service(cfg, l->names[i]);
+	for (size_t k = 0; k < cfg->nlisteners; k++) {
+		const char *name = cfg->listeners[k]->name;
+		bool used = false;
+
+		for (size_t i = 0; i < l->n && !used; i++)
+			used = l->names[i] && strcmp(l->names[i], name) == 0;
+		if (used)
+			continue;
+		if (l->activated)
+			log_event(
+				r->log, LOG_WARNING, NULL, NULL,
+				"[listener %s] is not used: systemd passed no socket named %s (FileDescriptorName=%s), "
+				"ignoring.",
+				name, name, name);
+		else
+			log_event(r->log, LOG_WARNING, NULL, NULL,
+				  "[listener %s] is not used: poold listens on none of its addresses%s, ignoring.",
+				  name,
+				  cfg->listeners[k]->listen ? " (new addresses need a restart)"
+							    : " (it has no address =)");
+	}
+}
+
+/* "banner, blob": the [listener] sections' names. */
+static const char *listener_names(const struct config *c, char *buf, size_t size)
+{
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < c->nlisteners && n < size; i++) {
+		snprintf(buf + n, size - n, "%s%s", i ? ", " : "", c->listeners[i]->name);
+		n = strlen(buf);
+	}
+	return buf;
+}
+
+static bool same_strv(char **a, char **b)
+{
+	size_t i;
+
+	for (i = 0; a && b && a[i] && b[i]; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return (!a || !a[i]) && (!b || !b[i]);
+}
+
+/* Whether standalone poold would bind the same addresses under both. */
+static bool same_addresses(const struct config *a, const struct config *b)
+{
+	if (!same_strv(a->def.listen, b->def.listen))
+		return false;
+	for (size_t i = 0; i < b->nlisteners; i++) {
+		const struct service *o = config_service(a, b->listeners[i]->name);
+
+		if (!same_strv(o == &a->def ? NULL : o->listen, b->listeners[i]->listen))
+			return false;
+	}
+	for (size_t i = 0; i < a->nlisteners; i++)
+		if (config_service(b, a->listeners[i]->name) == &b->def && a->listeners[i]->listen)
+			return false;
+	return true;
+}
+
 static void reload(struct reactor *r)
 {
+	char names[512];
 	struct pool_stats st;
 	struct config *c = NULL;
 	char err[512];
@@ -551,22 +681,17 @@ static void reload(struct reactor *r)
 	if (k < 0)
 		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s, running %u, ignoring.",
 			  c->threads, strerror(-k), st.threads);
-	if (!r->listeners->activated) {
-		bool same = true;
-		size_t i;
-
-		for (i = 0; c->listen[i] && r->cfg->listen[i]; i++)
-			same = same && strcmp(c->listen[i], r->cfg->listen[i]) == 0;
-		if (!same || c->listen[i] || r->cfg->listen[i])
-			log_event(r->log, LOG_WARNING, NULL, NULL,
-				  "[listen] address changed: restart poold to listen there, ignoring.");
-	}
+	if (!r->listeners->activated && !same_addresses(r->cfg, c))
+		log_event(r->log, LOG_WARNING, NULL, NULL,
+			  "Listen addresses changed: restart poold to listen there, ignoring.");
 	log_set_level(r->log, c->log_level);
+	map_listeners(r, c);
 	config_unref(r->cfg);
 	r->cfg = c;
 	r->reload_error[0] = '\0';
-	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL, "Reloaded configuration: %u threads, payload of %zu bytes.",
-		  st.threads, c->payload.len);
+	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL,
+		  "Reloaded configuration: %u threads, payload of %zu bytes%s%s.", st.threads, c->def.payload.len,
+		  c->nlisteners ? ", listeners: " : "", listener_names(c, names, sizeof(names)));
 	update_status(r, true);
 	notify_ready();
 }
@@ -639,11 +764,14 @@ static int timers(struct reactor *r)
 int reactor_run(struct reactor *r)
 {
 	struct epoll_event ev[64];
+	char names[512];
 
 	log_event(r->log, LOG_NOTICE, MSGID_STARTED, NULL,
-		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes.", r->listeners->n,
+		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes%s%s.", r->listeners->n,
 		  r->listeners->activated ? "systemd" : "bound", r->listeners->n == 1 ? "" : "s", r->cfg->threads,
-		  r->cfg->payload.len);
+		  r->cfg->def.payload.len, r->cfg->nlisteners ? ", listeners: " : "",
+		  listener_names(r->cfg, names, sizeof(names)));
+	map_listeners(r, r->cfg);
 	update_status(r, true);
 	notify_ready();
 	for (;;) {
@@ -685,6 +813,7 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
 	struct reactor *r;
+	uint64_t seed = 0;
 	sigset_t mask;
 	int k;
 
@@ -701,6 +830,24 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	pthread_mutex_init(&r->reg_lock, NULL);
 	r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	r->watchdog_usec = notify_watchdog_usec();
+
+	r->ls = calloc(l->n ? l->n : 1, sizeof(*r->ls));
+	if (!r->ls || getrandom(&seed, sizeof(seed), 0) != sizeof(seed) || sources_new(seed, &r->sources) < 0) {
+		snprintf(err, errlen, "Failed to start: out of memory");
+		reactor_free(r);
+		return -ENOMEM;
+	}
+	/* fds with the same name are one listener: one group for its counts
+	 * and its rate bucket (the first fd's). */
+	for (size_t i = 0; i < l->n; i++) {
+		size_t g = 0;
+
+		while (g < i && !(l->names[g] == l->names[i] ||
+				  (l->names[g] && l->names[i] && strcmp(l->names[g], l->names[i]) == 0)))
+			g++;
+		r->ls[i].group = (uint32_t)g;
+		r->ls[i].svc = config_service(cfg, l->names[i]);
+	}
 
 	handled_signals(&mask);
 	r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -746,6 +893,8 @@ struct reactor *reactor_free(struct reactor *r)
 	if (r->reserve_fd >= 0)
 		close(r->reserve_fd);
 	pthread_mutex_destroy(&r->reg_lock);
+	sources_free(r->sources);
+	free(r->ls);
 	config_unref(r->cfg);
 	free(r->scratch);
 	free(r);

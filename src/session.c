@@ -31,22 +31,22 @@
 
 uint64_t session_deadline(const struct conn *c)
 {
-	const struct config *cfg = c->cfg;
+	const struct service *svc = c->svc;
 	uint64_t idle, whole;
 
 	if (c->state == CONN_LINGERING) {
-		idle = c->active_usec + cfg->linger_idle_usec;
-		whole = c->linger_start_usec + cfg->linger_usec;
+		idle = c->active_usec + svc->linger_idle_usec;
+		whole = c->linger_start_usec + svc->linger_usec;
 	} else {
-		idle = c->active_usec + cfg->idle_usec;
-		whole = c->start_usec + cfg->session_usec;
+		idle = c->active_usec + svc->idle_usec;
+		whole = c->start_usec + svc->session_usec;
 	}
 	return idle < whole ? idle : whole;
 }
 
 static int step_send(struct conn *c, uint64_t now)
 {
-	const struct bytes *p = &c->cfg->payload;
+	const struct bytes *p = &c->svc->payload;
 
 	while (c->sent < p->len) {
 		ssize_t n = send(c->fd, p->data + c->sent, p->len - c->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -73,7 +73,7 @@ static void log_message(struct conn *c, struct log *log, const char *buf, size_t
 {
 	char preview[256];
 
-	if (!c->cfg->log_messages || !log_enabled(log, LOG_INFO))
+	if (!c->svc->log_messages || !log_enabled(log, LOG_INFO))
 		return;
 	payload_escape(buf, n, preview, sizeof(preview));
 	log_event(log, LOG_INFO, NULL,
@@ -81,6 +81,7 @@ static void log_message(struct conn *c, struct log *log, const char *buf, size_t
 				      .remote = c->peer.remote,
 				      .addr = c->peer.addr,
 				      .port = c->peer.port,
+				      .listener = c->svc->name,
 				      .bytes = n,
 				      .data = buf,
 				      .data_len = n },
@@ -99,7 +100,7 @@ static int step_linger(struct conn *c, uint64_t now)
 		if (n > 0) {
 			c->discarded += (uint64_t)n;
 			c->active_usec = now;
-			if (c->discarded > c->cfg->linger_bytes) {
+			if (c->discarded > c->svc->linger_bytes) {
 				c->linger_end = "closed at lingering_bytes";
 				return SESSION_DONE;
 			}
@@ -131,7 +132,7 @@ static int session_finish(struct conn *c, uint64_t now)
 		c->clean = true;
 		return SESSION_DONE;
 	}
-	if (c->cfg->linger_usec == 0 || shutdown(c->fd, SHUT_WR) < 0)
+	if (c->svc->linger_usec == 0 || shutdown(c->fd, SHUT_WR) < 0)
 		return SESSION_DONE;
 	c->state = CONN_LINGERING;
 	c->linger_start_usec = c->active_usec = now;
@@ -141,8 +142,8 @@ static int session_finish(struct conn *c, uint64_t now)
 
 static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t now)
 {
-	const struct config *cfg = c->cfg;
-	size_t size = cfg->message_size;
+	const struct service *svc = c->svc;
+	size_t size = svc->message_size;
 	char *buf;
 
 	/* The worker's scratch buffer: a malloc'ed size_t header, then data. */
@@ -161,7 +162,7 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 	for (int i = 0; i < READS_PER_STEP; i++) {
 		ssize_t n;
 
-		if (c->messages >= cfg->max_messages) {
+		if (c->messages >= svc->max_messages) {
 			c->reason = "all messages read";
 			return session_finish(c, now);
 		}
@@ -198,14 +199,14 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 	if (c->expired || now >= session_deadline(c)) {
 		if (c->state == CONN_LINGERING) {
 			if (!c->linger_end)
-				c->linger_end = now >= c->linger_start_usec + c->cfg->linger_usec
+				c->linger_end = now >= c->linger_start_usec + c->svc->linger_usec
 							? "closed at lingering_time"
 							: "closed at lingering_timeout";
 			return SESSION_DONE;
 		}
 		if (c->reason) /* the reactor said why already */
 			return SESSION_DONE;
-		if (now >= c->start_usec + c->cfg->session_usec) {
+		if (now >= c->start_usec + c->svc->session_usec) {
 			/* A hard cap: no lingering past it. */
 			c->reason = "session timeout";
 			return SESSION_DONE;
@@ -220,7 +221,7 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 
 		if (r != SESSION_WANT_READ)
 			return r;
-		if (c->cfg->max_messages == 0) {
+		if (c->svc->max_messages == 0) {
 			c->reason = "payload sent";
 			return session_finish(c, now);
 		}
@@ -276,11 +277,13 @@ void session_close(struct conn *c, struct log *log)
 					      .remote = c->peer.remote,
 					      .addr = c->peer.addr,
 					      .port = c->peer.port,
+					      .listener = c->svc->name,
 					      .bytes = c->sent,
 					      .duration_usec = usec },
-			  "Closed connection %" PRIu64 " from %s after %" PRIu64 ".%03" PRIu64
+			  "Closed connection %" PRIu64 " from %s%s%s after %" PRIu64 ".%03" PRIu64
 			  " ms: sent %zu of %zu bytes, %u message%s (%" PRIu64 " bytes) received, %s%s%s",
-			  c->id, c->peer.remote, usec / 1000, usec % 1000, c->sent, c->cfg->payload.len, c->messages,
+			  c->id, c->peer.remote, c->svc->name ? " on listener " : "", c->svc->name ? c->svc->name : "",
+			  usec / 1000, usec % 1000, c->sent, c->svc->payload.len, c->messages,
 			  c->messages == 1 ? "" : "s", c->received, c->reason ? c->reason : "closed", linger, unsent);
 	}
 	close(c->fd);

@@ -4,6 +4,7 @@
 #ifndef POOLD_SESSION_H
 #define POOLD_SESSION_H
 
+#include "access.h"
 #include "pool.h"
 
 #include <pthread.h>
@@ -11,16 +12,17 @@
 #include <stdint.h>
 
 struct config;
+struct service;
 struct log;
 
 enum { CONN_SENDING, CONN_READING, CONN_LINGERING };
 
 /* Who the client is, as logged and as counted per source. */
 struct peer {
-	char remote[64];       /* "addr:port", "[v6]:port" or "unix uid N"; IPv4 never as ::ffff: */
-	char addr[48];         /* the address alone (POOLD_REMOTE_ADDR), "unix" for unix clients */
-	unsigned port;         /* 0 for unix clients */
-	unsigned char key[17]; /* per-source key: family byte + address, or AF_UNIX + uid */
+	char remote[64]; /* "addr:port", "[v6]:port" or "unix uid N"; IPv4 never as ::ffff: */
+	char addr[48];   /* the address alone (POOLD_REMOTE_ADDR), "unix" for unix clients */
+	unsigned port;   /* 0 for unix clients */
+	struct addr a;   /* the address (or uid) that access lists and per-source limits see */
 };
 enum { SESSION_DONE, SESSION_WANT_READ, SESSION_WANT_WRITE };
 
@@ -35,8 +37,9 @@ struct conn {
 	int fd;
 	int state; /* CONN_* */
 	uint64_t id;
-	struct config *cfg; /* the config it was accepted under */
-	size_t sent;        /* payload bytes sent */
+	struct config *cfg;        /* the config it was accepted under (a reference) */
+	const struct service *svc; /* its listener's settings, in cfg */
+	size_t sent;               /* payload bytes sent */
 	unsigned messages;
 	uint64_t received;                               /* bytes */
 	uint64_t start_usec, active_usec, deadline_usec; /* monotonic */
@@ -45,7 +48,7 @@ struct conn {
 	const char *reason;                              /* why the session ended */
 	const char *linger_end;                          /* how the lingering close ended */
 	bool clean;                                      /* nothing of ours was left unacknowledged */
-	struct source *source;                           /* per-address count, reactor-owned */
+	struct source *source;                           /* per-source entry (under reg_lock); NULL: untracked */
 	struct peer peer;
 };
 

@@ -94,7 +94,7 @@ class NotifySocket:
 
 class Poold:
     def __init__(self, tmpdir, config, activate=False, listen=None, extra_env=None, notify=False,
-                 prlimit_nofile=None, args=(), wait_ready=True, wrap=()):
+                 prlimit_nofile=None, args=(), wait_ready=True, wrap=(), fdnames=None):
         self.tmpdir = tmpdir
         self.config_path = os.path.join(tmpdir, "poold.conf")
         self.port = free_port()
@@ -120,6 +120,10 @@ class Poold:
             sa = ["systemd-socket-activate"]
             for addr in (listen or [f"127.0.0.1:{self.port}"]):
                 sa += ["-l", addr]
+            if fdnames:  # LISTEN_FDNAMES, one name per -l address
+                sa += ["--fdname=" + ":".join(fdnames)]
+            if self.notify:
+                sa += ["-E", f"NOTIFY_SOCKET={self.notify.path}"]
             cmd = sa + ["-E", "POOLD_LOG_TARGET=stderr"] + cmd
         if prlimit_nofile:
             cmd = ["prlimit", f"--nofile={prlimit_nofile}:{prlimit_nofile}", "--"] + cmd
@@ -132,7 +136,8 @@ class Poold:
         if wait_ready:
             # systemd-socket-activate listens first and starts poold on the
             # first connection, as systemd does.
-            self.wait_log(r"Listening on" if activate else r"Started:", timeout=10)
+            self.wait_log(r"Listening on" if activate else r"Started:", timeout=10,
+                          count=len(listen) if activate and listen else 1)
 
     def _read(self):
         for raw in self.proc.stderr:

@@ -100,10 +100,10 @@ static void check_round_trip(const struct config *c)
 	free(text);
 	text = print_body(c, &len);
 	text2 = print_body(c2, &len2);
-	if (len != len2 || memcmp(text, text2, len) != 0 || c->payload.len != c2->payload.len ||
-	    memcmp(c->payload.data, c2->payload.data, c->payload.len) != 0 ||
-	    c->busy_message.len != c2->busy_message.len ||
-	    memcmp(c->busy_message.data, c2->busy_message.data, c->busy_message.len) != 0) {
+	if (len != len2 || memcmp(text, text2, len) != 0 || c->def.payload.len != c2->def.payload.len ||
+	    memcmp(c->def.payload.data, c2->def.payload.data, c->def.payload.len) != 0 ||
+	    c->def.busy_message.len != c2->def.busy_message.len ||
+	    memcmp(c->def.busy_message.data, c2->def.busy_message.data, c->def.busy_message.len) != 0) {
 		fprintf(stderr, "printed config reads back differently:\n---\n%s---\n%s---\n", text, text2);
 		abort();
 	}
@@ -129,8 +129,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		return 0;
 	}
-	if (c->threads < 1 || c->threads > 1024 || c->message_size < 1 || c->message_size > 1048576 ||
-	    c->idle_usec < 10000 || c->session_usec < 10000 || !c->listen || !c->listen[0]) {
+	if (c->threads < 1 || c->threads > 1024 || c->def.message_size < 1 || c->def.message_size > 1048576 ||
+	    c->def.idle_usec < 10000 || c->def.session_usec < 10000 || !c->def.listen || !c->def.listen[0]) {
 		fprintf(stderr, "config out of range after a successful load\n");
 		abort();
 	}

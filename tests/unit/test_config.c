@@ -1,4 +1,4 @@
-/* modules: config payload util */
+/* modules: access config payload util */
 #include "config.h"
 #include "tests.h"
 #include "util.h"
@@ -78,19 +78,19 @@ TEST(defaults)
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_EQ(c->threads, 4);
 	ASSERT_EQ(c->queue_max, 1024);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "(lp0\nI1\naI2\naI7\naI9\naI0\na.", 26);
-	ASSERT(c->payload_file == NULL);
-	ASSERT_EQ(c->max_messages, 10);
-	ASSERT_EQ(c->message_size, 1024);
-	ASSERT_EQ(c->idle_usec, 10 * USEC_PER_SEC);
-	ASSERT_EQ(c->session_usec, 60 * USEC_PER_SEC);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "(lp0\nI1\naI2\naI7\naI9\naI0\na.", 26);
+	ASSERT(c->def.payload_file == NULL);
+	ASSERT_EQ(c->def.max_messages, 10);
+	ASSERT_EQ(c->def.message_size, 1024);
+	ASSERT_EQ(c->def.idle_usec, 10 * USEC_PER_SEC);
+	ASSERT_EQ(c->def.session_usec, 60 * USEC_PER_SEC);
 	ASSERT_EQ(c->max_connections, 4096);
-	ASSERT_EQ(c->per_source, 0);
-	ASSERT_EQ(c->overload, OVERLOAD_CLOSE);
-	ASSERT_STREQ(c->listen[0], "[::]:2727");
-	ASSERT(c->listen[1] == NULL);
+	ASSERT_EQ(c->def.per_source, 0);
+	ASSERT_EQ(c->def.overload, OVERLOAD_CLOSE);
+	ASSERT_STREQ(c->def.listen[0], "[::]:2727");
+	ASSERT(c->def.listen[1] == NULL);
 	ASSERT_EQ(c->log_level, LOG_INFO);
-	ASSERT(c->log_messages);
+	ASSERT(c->def.log_messages);
 	config_unref(c);
 }
 
@@ -108,22 +108,22 @@ TEST(every_key)
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_EQ(c->threads, 2);
 	ASSERT_EQ(c->queue_max, 5);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "hi ;\n", 5);
-	ASSERT_EQ(c->max_messages, 0);
-	ASSERT_EQ(c->message_size, 16);
-	ASSERT_EQ(c->idle_usec, 250000);
-	ASSERT_EQ(c->session_usec, 120 * USEC_PER_SEC);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "hi ;\n", 5);
+	ASSERT_EQ(c->def.max_messages, 0);
+	ASSERT_EQ(c->def.message_size, 16);
+	ASSERT_EQ(c->def.idle_usec, 250000);
+	ASSERT_EQ(c->def.session_usec, 120 * USEC_PER_SEC);
 	ASSERT_EQ(c->shutdown_usec, 0);
 	ASSERT_EQ(c->max_connections, 9);
-	ASSERT_EQ(c->per_source, 3);
-	ASSERT_EQ(c->overload, OVERLOAD_BUSY);
-	ASSERT_MEMEQ(c->busy_message.data, c->busy_message.len, "go away\n", 8);
-	ASSERT_STREQ(c->listen[0], "127.0.0.1:1");
-	ASSERT_STREQ(c->listen[1], "[::1]:2");
-	ASSERT_STREQ(c->listen[2], "/run/poold.sock");
-	ASSERT(c->listen[3] == NULL);
+	ASSERT_EQ(c->def.per_source, 3);
+	ASSERT_EQ(c->def.overload, OVERLOAD_BUSY);
+	ASSERT_MEMEQ(c->def.busy_message.data, c->def.busy_message.len, "go away\n", 8);
+	ASSERT_STREQ(c->def.listen[0], "127.0.0.1:1");
+	ASSERT_STREQ(c->def.listen[1], "[::1]:2");
+	ASSERT_STREQ(c->def.listen[2], "/run/poold.sock");
+	ASSERT(c->def.listen[3] == NULL);
 	ASSERT_EQ(c->log_level, LOG_DEBUG);
-	ASSERT(!c->log_messages);
+	ASSERT(!c->def.log_messages);
 	config_unref(c);
 }
 
@@ -241,7 +241,7 @@ TEST(continuation_lines_build_long_payloads)
 	fresh_dir();
 	PUT("poold.conf", "[payload]\ntext = first\\x20\n  second\n\tthird\\n\n[pool]\nthreads = 3\n");
 	ASSERT_STREQ(load(&c), "");
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "first secondthird\n", 18);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "first secondthird\n", 18);
 	ASSERT_EQ(c->threads, 3);
 	config_unref(c);
 }
@@ -258,8 +258,8 @@ TEST(section_headers_and_continuations_as_inih_reads_them)
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_EQ(c->threads, 3);
 	ASSERT_EQ(c->log_level, LOG_DEBUG);
-	ASSERT_EQ(c->max_messages, 2);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "a[b] c d", 8);
+	ASSERT_EQ(c->def.max_messages, 2);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "a[b] c d", 8);
 	config_unref(c);
 }
 
@@ -288,11 +288,11 @@ TEST(dropins_in_lexical_order_later_wins)
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_EQ(c->threads, 20);
 	ASSERT_EQ(c->queue_max, 7);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "\x01\x02", 2);
-	ASSERT(c->payload_file != NULL);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "\x01\x02", 2);
+	ASSERT(c->def.payload_file != NULL);
 	/* A drop-in's address list replaces the inherited one. */
-	ASSERT_STREQ(c->listen[0], "127.0.0.1:2");
-	ASSERT(c->listen[1] == NULL);
+	ASSERT_STREQ(c->def.listen[0], "127.0.0.1:2");
+	ASSERT(c->def.listen[1] == NULL);
 	ASSERT_EQ((long long)(c->files[3] != NULL), 1);
 	ASSERT(c->files[4] == NULL);
 	config_unref(c);
@@ -325,7 +325,7 @@ TEST(refcount_keeps_config_alive)
 	ASSERT_STREQ(load(&c), "");
 	ref = config_ref(c);
 	ASSERT(config_unref(c) == NULL);
-	ASSERT_MEMEQ(ref->payload.data, ref->payload.len, "old", 3);
+	ASSERT_MEMEQ(ref->def.payload.data, ref->def.payload.len, "old", 3);
 	ASSERT(config_unref(ref) == NULL);
 	ASSERT(config_unref(NULL) == NULL);
 }
@@ -341,26 +341,26 @@ TEST(reload_shares_an_unchanged_payload)
 	PUT("poold.conf", "[payload]\nfile = payload.bin\n");
 	ASSERT_STREQ(load(&a), "");
 	ASSERT_STREQ(reload(a, &b), "");
-	ASSERT(b->payload.data == a->payload.data);
+	ASSERT(b->def.payload.data == a->def.payload.data);
 	config_unref(a);
-	ASSERT_MEMEQ(b->payload.data, b->payload.len, "0123456789", 10);
+	ASSERT_MEMEQ(b->def.payload.data, b->def.payload.len, "0123456789", 10);
 	/* Same length, other bytes: a copy of its own. */
 	PUT("payload.bin", "0123456780");
 	ASSERT_STREQ(reload(b, &c), "");
-	ASSERT(c->payload.data != b->payload.data);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "0123456780", 10);
-	ASSERT_MEMEQ(b->payload.data, b->payload.len, "0123456789", 10);
+	ASSERT(c->def.payload.data != b->def.payload.data);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "0123456780", 10);
+	ASSERT_MEMEQ(b->def.payload.data, b->def.payload.len, "0123456789", 10);
 	/* The same bytes from text instead of a file are still the same bytes. */
 	PUT("poold.conf", "[payload]\ntext = 0123456780\n");
 	ASSERT_STREQ(reload(c, &d), "");
-	ASSERT(d->payload.data == c->payload.data);
+	ASSERT(d->def.payload.data == c->def.payload.data);
 	config_unref(b);
 	config_unref(c);
 	config_unref(d);
 	/* A first load has nothing to share. */
 	ASSERT_STREQ(load(&a), "");
 	ASSERT_STREQ(load(&b), "");
-	ASSERT(a->payload.data != b->payload.data);
+	ASSERT(a->def.payload.data != b->def.payload.data);
 	config_unref(a);
 	config_unref(b);
 }
@@ -443,7 +443,7 @@ TEST(payload_file_path_is_absolute)
 	ASSERT_EQ(chdir(dir), 0);
 	ASSERT_EQ(config_load("./poold.conf", &c, err, sizeof(err)), 0);
 	snprintf(want, sizeof(want), "%s/p.bin", real);
-	ASSERT_STREQ(c->payload_file, want);
+	ASSERT_STREQ(c->def.payload_file, want);
 	config_unref(c);
 	/* From a drop-in, with the config named relative to the parent. */
 	ASSERT_EQ(chdir(".."), 0);
@@ -452,8 +452,8 @@ TEST(payload_file_path_is_absolute)
 	snprintf(rel, sizeof(rel), "%s/poold.conf", strrchr(dir, '/') + 1);
 	ASSERT_EQ(config_load(rel, &c, err, sizeof(err)), 0);
 	snprintf(want, sizeof(want), "%s/poold.conf.d/../p.bin", real);
-	ASSERT_STREQ(c->payload_file, want);
-	ASSERT_MEMEQ(c->payload.data, c->payload.len, "xy", 2);
+	ASSERT_STREQ(c->def.payload_file, want);
+	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "xy", 2);
 	config_unref(c);
 	ASSERT_EQ(chdir(cwd), 0);
 }
