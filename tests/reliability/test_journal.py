@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import TUTORIAL_PAYLOAD, recv_exact, slow_factor
+from harness import TUTORIAL_PAYLOAD, free_port, recv_all, recv_exact, slow_factor
 from reliability_helpers import (can_unshare_mounts, ci, fetch_payload, figure, journal_wrapper, status_value,
                                  wait_until)
 
@@ -227,3 +227,29 @@ def test_client_bytes_reach_the_journal_binary_safe(poold, fake_journal):
         assert len(x.get("CODE_FILE", [])) == 1 and len(x.get("CODE_LINE", [])) == 1, x.get("CODE_FILE")
         assert x["CODE_FILE"] != [b"src/log.c"] and x["CODE_LINE"][0].isdigit(), (x["CODE_FILE"], x["MESSAGE"])
         assert x.get("CODE_FUNC") and x["CODE_FUNC"] != [b"emit"]
+
+
+def test_listener_refusal_reaches_the_journal_with_its_fields(poold, fake_journal):
+    """A refusal on a named listener: the refused MESSAGE_ID, the listener in
+    POOLD_LISTENER, the client's address alone, and the reason in MESSAGE."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(fake_journal / "socket"))
+    sock.settimeout(0.2)
+    port = free_port()
+    p = start(poold, f"[listener guarded]\nallow = 127.0.0.2\naddress = 127.0.0.1:{port}\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert recv_all(s) == b""
+    entries = []
+    deadline = time.monotonic() + 5 * slow_factor()
+    while time.monotonic() < deadline and not any(e.get("POOLD_LISTENER") for e in entries):
+        try:
+            entries.append(parse_native(sock.recv(1 << 20)))
+        except socket.timeout:
+            pass
+    sock.close()
+    refused = [e for e in entries if e.get("MESSAGE_ID") == [b"62c96129d90242a683d946c8f0a13378"]]
+    assert refused, entries
+    e = refused[0]
+    assert e["POOLD_LISTENER"] == [b"guarded"]
+    assert e["POOLD_REMOTE_ADDR"] == [b"127.0.0.1"]
+    assert b"on listener guarded: address not in the allow list (not allowed)" in e["MESSAGE"][0]
