@@ -98,6 +98,7 @@ install: $(BIN)
 		$(DESTDIR)$(SYSCONFDIR)/poold/poold.conf.d
 	$(INSTALL) -m 755 $(BIN) $(DESTDIR)$(SBINDIR)/poold
 	$(INSTALL) -m 644 packaging/systemd/poold.socket packaging/systemd/poold.service $(DESTDIR)$(UNITDIR)/
+	$(INSTALL) -m 644 packaging/systemd/poold-banner.socket $(DESTDIR)$(UNITDIR)/
 	$(INSTALL) -m 644 man/poold.8 $(DESTDIR)$(MANDIR)/man8/poold.8
 	$(INSTALL) -m 644 man/poold.conf.5 $(DESTDIR)$(MANDIR)/man5/poold.conf.5
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf ]; then \

@@ -19,6 +19,7 @@ from .conftest import HERE
 EXPECTED_FILES = {
     "/etc/poold/poold.conf",
     "/etc/poold/poold.conf.d",
+    "/lib/systemd/system/poold-banner.socket",
     "/lib/systemd/system/poold.service",
     "/lib/systemd/system/poold.socket",
     "/usr/sbin/poold",
@@ -91,6 +92,16 @@ def test_deb_maintainer_scripts(debs):
     assert control_file(deb, "preinst") is None  # nothing stopped before unpack
     assert "deb-systemd-invoke stop 'poold.socket'" in prerm
     assert "deb-systemd-invoke stop poold.service" in prerm
+    # the example second socket: never enabled (re-enabled on upgrade only
+    # where an administrator had enabled it); deb-systemd-invoke's start skips
+    # it while it is disabled; stopped on removal, never on upgrade
+    assert "deb-systemd-helper enable 'poold-banner.socket'" in postinst
+    assert "deb-systemd-helper --quiet was-enabled 'poold-banner.socket'" in postinst
+    assert "deb-systemd-helper debian-installed 'poold-banner.socket'" in postinst
+    assert "deb-systemd-invoke start 'poold-banner.socket'" in postinst
+    assert "restart 'poold-banner.socket'" not in postinst
+    assert "deb-systemd-invoke stop 'poold-banner.socket'" in prerm
+    assert "deb-systemd-helper purge 'poold-banner.socket'" in postrm
     assert "rm -rf /etc/poold/poold.conf.d" in postrm
 
 
@@ -123,6 +134,9 @@ def test_install_enables_socket_and_serves(box):
     assert "2727" in box.show("poold.socket", "Listen")
     # the package does not start the service: the first client does
     assert box.state("poold.service") == "inactive"
+    # the example second socket is installed, not enabled, not listening
+    assert box.sh(["systemctl", "is-enabled", "poold-banner.socket"], check=False).strip() == "disabled"
+    assert box.state("poold-banner.socket") == "inactive"
 
     lines = client(box, "127.0.0.1", 1, "hello-from-package-test")
     assert lines[0] == "ok 1", lines
@@ -203,12 +217,15 @@ def test_upgrade_keeps_conffile_and_restarts_onto_new_binary(box, version):
 
 def test_remove_stops_and_purge_removes_config(box):
     install(box, box.deb1)
+    # an administrator enabled the example socket: removal stops it too
+    box.sh(["systemctl", "enable", "--now", "poold-banner.socket"])
     assert client(box)[0] == "ok 1"
     assert box.state("poold.service") == "active"
     box.c.write_file("/etc/poold/poold.conf.d/50-local.conf", "[pool]\nthreads = 2\n")
 
     box.apt("remove", "poold")
     assert box.state("poold.socket") == "inactive"
+    assert box.state("poold-banner.socket") == "inactive"
     assert box.state("poold.service") == "inactive"
     lines = client(box)
     assert lines[0].startswith("err 1") and "refused" in lines[0], lines
@@ -218,6 +235,6 @@ def test_remove_stops_and_purge_removes_config(box):
 
     box.apt("purge", "poold")
     assert box.sh(["sh", "-c", "test ! -e /etc/poold && echo gone"]).strip() == "gone"
-    assert box.sh(["sh", "-c", "ls /etc/systemd/system/*/poold.* 2>/dev/null; true"]) == ""
+    assert box.sh(["sh", "-c", "ls /etc/systemd/system/*/poold* 2>/dev/null; true"]) == ""
     assert box.sh(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "poold"],
                   check=False).strip() in ("", "un")

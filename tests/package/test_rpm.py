@@ -16,6 +16,7 @@ EXPECTED = {
     "/etc/poold",
     "/etc/poold/poold.conf",
     "/etc/poold/poold.conf.d",
+    UNITDIR + "/poold-banner.socket",
     UNITDIR + "/poold.service",
     UNITDIR + "/poold.socket",
     "/usr/sbin/poold",
@@ -87,11 +88,16 @@ def test_rpm_scriptlets(rpm_build):
     got = dict(zip(parts[1::2], parts[2::2]))
     assert sorted(got) == ["postinstall", "postuninstall", "preuninstall"], scripts
     helper = "/usr/lib/systemd/systemd-update-helper"
-    # install: presets for both units; removal: disable --now both
+    # install: presets for both units; removal: disable --now all three
     assert "[ $1 -eq 1 ]" in got["postinstall"]
     assert helper + " install-system-units poold.socket poold.service" in got["postinstall"]
     assert "[ $1 -eq 0 ]" in got["preuninstall"]
-    assert helper + " remove-system-units poold.socket poold.service" in got["preuninstall"]
+    assert (helper + " remove-system-units poold.socket poold.service poold-banner.socket"
+            in got["preuninstall"])
+    # the example second socket: no preset on install (it stays disabled), but
+    # removal disables and stops it where an administrator enabled it
+    units = re.search(r"install-system-units (.*) \|\| :", got["postinstall"]).group(1)
+    assert units.split() == ["poold.socket", "poold.service"], got["postinstall"]
     # upgrade: restart the service only; the socket keeps its queued clients
     assert "[ $1 -ge 1 ]" in got["postuninstall"]
     assert helper + " mark-restart-system-units poold.service" in got["postuninstall"]

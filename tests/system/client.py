@@ -4,8 +4,8 @@
 Every mode prints one JSON object on stdout. Bounded: every socket has a
 timeout, every loop a count.
 
-  client.py get [--host H] [--port P] [--send MSG]... [--send-hex HEX]... [--timeout S]
-      connect, send each MSG (then half-close), read until EOF;
+  client.py get [--host H] [--port P] [--bind SRC] [--send MSG]... [--send-hex HEX]... [--timeout S]
+      connect (from source address SRC if given), send each MSG (then half-close), read until EOF;
       {"ok", "data" (hex), "ms" (connect->EOF), "first_ms", "error"}
   client.py loop --count N [--expect-hex HEX] [--sleep S] [--deadline S]
       N clients one after another (each sends one message and half-closes);
@@ -22,8 +22,9 @@ import sys
 import time
 
 
-def connect(host, port, timeout):
-    return socket.create_connection((host, port), timeout=timeout)
+def connect(host, port, timeout, bind=None):
+    return socket.create_connection((host, port), timeout=timeout,
+                                    source_address=(bind, 0) if bind else None)
 
 
 def read_eof(s):
@@ -49,7 +50,7 @@ def cmd_get(a):
     t0 = time.monotonic()
     out = {"ok": False, "data": "", "ms": None, "first_ms": None, "error": None}
     try:
-        s = connect(a.host, a.port, a.timeout)
+        s = connect(a.host, a.port, a.timeout, a.bind)
         s.settimeout(a.timeout)
         first = s.recv(65536)
         out["first_ms"] = (time.monotonic() - t0) * 1000
@@ -131,6 +132,7 @@ def main():
     p.add_argument("mode", choices=["get", "loop", "hold"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=2727)
+    p.add_argument("--bind", default=None)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--send", action="append", default=[])
     p.add_argument("--send-hex", action="append", default=[])

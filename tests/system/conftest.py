@@ -72,7 +72,7 @@ def _finish_stage(dest):
             pytest.fail("make install did not install /" + need)
     etc = os.path.join(dest, "etc")
     usr = stage_merged_usr(dest)
-    for unit in ("poold.socket", "poold.service"):
+    for unit in ("poold.socket", "poold.service", "poold-banner.socket"):
         if not os.path.exists(os.path.join(usr, "lib/systemd/system", unit)):
             pytest.fail("make install did not install /lib/systemd/system/" + unit)
     return {"usr": usr, "etc": etc, "dest": dest}

@@ -73,3 +73,38 @@ def test_service_has_watchdog_backlog_and_start_limits():
     assert sv[("Service", "WatchdogSec")][0].endswith("s")
     assert sv[("Service", "SystemCallFilter")][0] == "@system-service"
     assert ("Unit", "StartLimitBurst") in sv and ("Unit", "StartLimitIntervalSec") in sv
+
+
+# The example second socket (issue 12): the same listening settings as
+# poold.socket on its own port and name, feeding poold.service. Enabling it is
+# the administrator's choice: the packages install it and leave it disabled
+# (tests/package), and its header says how (test_listener_sockets.py runs
+# those steps under systemd).
+BANNER = {
+    ("Socket", "ListenStream"): ["2222"],
+    ("Socket", "FileDescriptorName"): ["banner"],
+    ("Socket", "Service"): ["poold.service"],
+    ("Install", "WantedBy"): ["sockets.target"],
+}
+
+
+@pytest.mark.parametrize("key,want", sorted(BANNER.items()), ids=lambda v: "/".join(v) if isinstance(v, tuple) else None)
+def test_banner_socket_setting(key, want):
+    assert settings("poold-banner.socket").get(key) == want
+
+
+def test_banner_socket_listens_like_poold_socket():
+    so, banner = settings("poold.socket"), settings("poold-banner.socket")
+    for key in (("Socket", "BindIPv6Only"), ("Socket", "Accept"), ("Socket", "Backlog"),
+                ("Unit", "Documentation")):
+        assert banner.get(key) == so.get(key), key
+    assert set(k for k in banner if k[0] == "Socket") == set(k for k in so if k[0] == "Socket") | {
+        ("Socket", "Service")}
+
+
+def test_banner_socket_header_says_how_to_enable_it():
+    with open(os.path.join(REPO, "packaging", "systemd", "poold-banner.socket")) as f:
+        header = "".join(line[1:] for line in f if line.startswith("#"))
+    for want in ("[listener banner]", "/etc/poold/poold.conf.d/", "systemctl stop poold.service",
+                 "systemctl enable --now poold-banner.socket"):
+        assert want in header, want
