@@ -209,3 +209,43 @@ def test_reload_applies_listener_settings_to_new_clients(poold):
     p.wait_log(r"\[listener y\] is not used: poold listens on none of its addresses \(new addresses need a "
                r"restart\)")
     assert fetch(port) == b"two\n"
+
+
+@pytest.fixture
+def v6_netns():
+    """A network namespace of our own whose loopback holds a /64 and a second
+    /64, so IPv6 sources can differ (the host's loopback has only ::1)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    name = f"poold-v6-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "lo", "nodad"],
+                    ["ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "lo", "nodad"],
+                    ["ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", "lo", "nodad"]):
+            subprocess.run(["ip", "netns", "exec", name] + cmd, check=True, timeout=30)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], timeout=30)
+
+
+def fetch_in(ns, port, src):
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET6); s.settimeout(5); s.bind((sys.argv[1],0)); "
+            "s.connect(('2001:db8:1::1',int(sys.argv[2]))); d=b''\n"
+            "while True:\n c=s.recv(4096)\n if not c: break\n d+=c\n"
+            "sys.stdout.write(d.hex())")
+    out = subprocess.run(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", code, src, str(port)],
+                         capture_output=True, text=True, timeout=30, check=True)
+    return bytes.fromhex(out.stdout)
+
+
+@pytest.mark.parametrize("prefix, other_64_served", [(64, False), (128, True)])
+def test_ipv6_prefix_counts_a_whole_64_as_one_source(poold, v6_netns, prefix, other_64_served):
+    port = 2727
+    p = poold(f"[session]\nmax_messages = 0\n[limits]\nper_source_rate = 1/s\nipv6_prefix = {prefix}\n"
+              f"[listen]\naddress = [2001:db8:1::1]:{port}\n", wrap=["ip", "netns", "exec", v6_netns])
+    assert fetch_in(v6_netns, port, "2001:db8:1::1") == TUTORIAL_PAYLOAD
+    # Another address in the same /64: the same source at /64, its own at /128.
+    assert (fetch_in(v6_netns, port, "2001:db8:1::2") == TUTORIAL_PAYLOAD) == other_64_served
+    assert fetch_in(v6_netns, port, "2001:db8:2::1") == TUTORIAL_PAYLOAD  # another /64
