@@ -16,6 +16,7 @@
 #include "access.h"
 #include "log.h"
 #include "payload.h"
+#include "proxy.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -45,6 +46,7 @@ enum key_type {
 	KEY_ADDRESS,
 	KEY_PREFIXES,
 	KEY_RATE,
+	KEY_PROXY,
 };
 enum { KEY_GLOBAL, KEY_SERVICE };
 
@@ -88,6 +90,9 @@ static const struct key keys[] = {
 	{ "limits", "busy_message", KEY_TEXT, V(busy_message), "busy\\n", 0, 0 },
 	{ "limits", "send_buffer", KEY_UINT, V(send_buffer), "0", 0, 67108864 },
 	{ "listen", "address", KEY_ADDRESS, V(listen), "[::]:2727", 0, 0 },
+	{ "listen", "proxy_protocol", KEY_PROXY, V(proxy), "no", 0, 0 },
+	{ "listen", "proxy_from", KEY_PREFIXES, V(proxy_from), NULL, 0, 0 },
+	{ "listen", "proxy_timeout", KEY_DURATION, V(proxy_usec), "3s", 10 * MS, 3600 * S },
 	{ "log", "level", KEY_LEVEL, G(log_level), "info", 0, 0 },
 	{ "log", "messages", KEY_BOOL, V(log_messages), "yes", 0, 0 },
 };
@@ -98,10 +103,12 @@ static const struct key keys[] = {
 
 /* What the files said about one service. */
 struct svc_state {
-	unsigned seen[NKEYS]; /* line where the current file set each key */
-	bool set[NKEYS];      /* set by any file (a listener inherits the rest) */
-	bool payload_set;     /* the current file chose the payload source */
-	bool listen_set;      /* the current file replaced the inherited addresses */
+	unsigned seen[NKEYS];   /* line where the current file set each key */
+	bool set[NKEYS];        /* set by any file (a listener inherits the rest) */
+	bool payload_set;       /* the current file chose the payload source */
+	bool listen_set;        /* the current file replaced the inherited addresses */
+	const char *proxy_file; /* where proxy_protocol or proxy_from was last set (in c->files) */
+	unsigned proxy_line;
 };
 
 struct parse {
@@ -526,6 +533,18 @@ static int set_value(struct parse *p, const struct key *k, void *base, struct sv
 			return fail(p, r, "%s: \"%s\" is not one of err, warning, notice, info, debug", k->name, value);
 		*(int *)field = r;
 		return 0;
+	case KEY_PROXY:
+		if (strcmp(value, "no") == 0)
+			*(unsigned *)field = 0;
+		else if (strcmp(value, "v1") == 0)
+			*(unsigned *)field = PROXY_V1;
+		else if (strcmp(value, "v2") == 0)
+			*(unsigned *)field = PROXY_V2;
+		else if (strcmp(value, "any") == 0)
+			*(unsigned *)field = PROXY_V1 | PROXY_V2;
+		else
+			return fail(p, -EINVAL, "%s: \"%s\" is not no, v1, v2 or any", k->name, value);
+		return 0;
 	case KEY_OVERLOAD:
 		if (strcmp(value, "close") == 0)
 			*(int *)field = OVERLOAD_CLOSE;
@@ -723,6 +742,14 @@ static int handler(void *user, const char *section, const char *name, const char
 	}
 	st->seen[i] = p->line;
 	st->set[i] = true;
+	if (k->type == KEY_PROXY || (k->scope == KEY_SERVICE && k->offset == offsetof(struct service, proxy_from))) {
+		char **f = p->c->files;
+
+		while (f && f[0] && f[1])
+			f++;
+		st->proxy_file = f ? *f : NULL;
+		st->proxy_line = p->line;
+	}
 	return set_value(p, k, base, st, value) == 0;
 }
 
@@ -834,6 +861,7 @@ static int inherit(struct service *svc, const struct svc_state *st, const struct
 		switch (k->type) {
 		case KEY_UINT:
 		case KEY_RATE:
+		case KEY_PROXY:
 			*(unsigned *)to = *(const unsigned *)from;
 			break;
 		case KEY_DURATION:
@@ -888,6 +916,9 @@ static int build_acl(struct service *svc)
 			return -ENOMEM;
 	for (size_t i = 0; i < svc->deny.n; i++)
 		if (acl_add(&svc->acl, &svc->deny.v[i], false) < 0)
+			return -ENOMEM;
+	for (size_t i = 0; i < svc->proxy_from.n; i++)
+		if (acl_add(&svc->proxy_acl, &svc->proxy_from.v[i], true) < 0)
 			return -ENOMEM;
 	return 0;
 }
@@ -947,6 +978,23 @@ static int finish(struct parse *p, const struct config *prev)
 	}
 	for (size_t i = 0; r == 0 && i <= c->nlisteners; i++)
 		r = build_acl(i == 0 ? &c->def : c->listeners[i - 1]);
+	/* Never guess who sent a PROXY header: a listener that expects one
+	 * names the balancers that may send it. */
+	for (size_t i = 0; r == 0 && i <= c->nlisteners; i++) {
+		const struct service *svc = i == 0 ? &c->def : c->listeners[i - 1];
+		const struct svc_state *st = i == 0 ? &p->def_state : p->states[i - 1];
+
+		if (!svc->proxy || svc->proxy_from.n)
+			continue;
+		if (!st->proxy_file)
+			st = &p->def_state;
+		p->file = st->proxy_file ? st->proxy_file : "(built-in default)";
+		p->line = st->proxy_line;
+		return fail(p, -EINVAL,
+			    "%s%s%sproxy_protocol needs proxy_from = (the addresses of the balancers that may send the "
+			    "header)",
+			    svc->name ? "[listener " : "", svc->name ? svc->name : "", svc->name ? "]: " : "");
+	}
 	return r;
 }
 
@@ -1035,7 +1083,9 @@ static void service_clear(struct service *s)
 	free(s->busy_message.data);
 	free(s->allow.v);
 	free(s->deny.v);
+	free(s->proxy_from.v);
 	acl_free(s->acl);
+	acl_free(s->proxy_acl);
 	strv_free(s->listen);
 	free(s->name);
 }
@@ -1117,6 +1167,12 @@ static void print_key(FILE *f, const struct key *k, const void *base, bool liste
 	case KEY_OVERLOAD:
 		fprintf(f, "%s = %s\n", k->name, *(const int *)field == OVERLOAD_BUSY ? "busy" : "close");
 		break;
+	case KEY_PROXY: {
+		static const char *const modes[] = { "no", "v1", "v2", "any" };
+
+		fprintf(f, "%s = %s\n", k->name, modes[*(const unsigned *)field & 3]);
+		break;
+	}
 	case KEY_TEXT: {
 		const struct service *svc = base;
 

@@ -49,7 +49,11 @@ struct service {
 	bool log_messages;
 	struct prefixes allow, deny;
 	struct acl *acl; /* allow and deny, for matching; NULL: everyone */
-	char **listen;   /* standalone addresses, NULL-terminated */
+	unsigned proxy;  /* PROXY protocol versions expected (PROXY_V1 | PROXY_V2); 0: none */
+	struct prefixes proxy_from;
+	struct acl *proxy_acl; /* proxy_from: who may send a PROXY header */
+	uint64_t proxy_usec;   /* proxy_timeout */
+	char **listen;         /* standalone addresses, NULL-terminated */
 };
 
 struct config {

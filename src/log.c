@@ -57,7 +57,7 @@ struct event {
 struct record {
 	struct record *next;
 	struct event ev; /* msg, conn.remote, conn.addr and conn.data point into buf[] */
-	char buf[];      /* message NUL, remote NUL, addr NUL, listener NUL, data */
+	char buf[];      /* message NUL, then each string of the event NUL, then data */
 };
 
 struct log {
@@ -207,9 +207,9 @@ static void send_journal(struct log *l, const struct event *e)
 {
 	const struct log_conn *c = &e->conn;
 	char full[1100], prio[16], conn[40], bytes[40], dur[48], id[48];
-	char remote[80], addr[80], port[32], file[256], line[32], lis[96];
+	char remote[80], addr[80], port[32], file[256], line[32], lis[96], proxy[96], auth[300], tls[64];
 	_cleanup_free_ char *field = NULL;
-	struct iovec iov[13];
+	struct iovec iov[16];
 	size_t n = 0;
 
 #define ADD(s, len)    (iov[n].iov_base = (void *)(s), iov[n].iov_len = (len), n++)
@@ -230,6 +230,12 @@ static void send_journal(struct log *l, const struct event *e)
 		ADDF(port, "POOLD_REMOTE_PORT=%u", c->port);
 	if (c->listener)
 		ADDF(lis, "POOLD_LISTENER=%s", c->listener);
+	if (c->proxy)
+		ADDF(proxy, "POOLD_PROXY=%s", c->proxy);
+	if (c->authority)
+		ADDF(auth, "POOLD_PROXY_AUTHORITY=%s", c->authority);
+	if (c->tls_version)
+		ADDF(tls, "POOLD_TLS_VERSION=%s", c->tls_version);
 	if (c->bytes)
 		ADDF(bytes, "POOLD_BYTES=%" PRIu64, c->bytes);
 	if (c->duration_usec)
@@ -410,7 +416,7 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 	char raw[1024], msg[1024];
 	struct event ev = { .level = level, .msgid = msgid, .file = file, .line = line, .func = func, .msg = msg };
 	struct record *rec;
-	size_t mlen, rlen = 0, alen = 0, llen = 0, dlen = 0, size;
+	size_t mlen, dlen = 0, size;
 	va_list ap;
 	bool queued = false, wake = false;
 
@@ -427,16 +433,20 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 		return;
 	}
 
+	/* The record owns copies of the strings the event points to. */
+	const char **strs[] = { &ev.conn.remote, &ev.conn.addr,      &ev.conn.listener,
+				&ev.conn.proxy,  &ev.conn.authority, &ev.conn.tls_version };
+	size_t lens[ARRAY_SIZE(strs)], off;
+
 	mlen = strlen(msg) + 1;
-	if (c && c->remote)
-		rlen = strlen(c->remote) + 1;
-	if (c && c->addr)
-		alen = strlen(c->addr) + 1;
-	if (c && c->listener)
-		llen = strlen(c->listener) + 1;
+	size = sizeof(*rec) + mlen;
+	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+		lens[i] = *strs[i] ? strlen(*strs[i]) + 1 : 0;
+		size += lens[i];
+	}
 	if (c && c->data)
 		dlen = c->data_len;
-	size = sizeof(*rec) + mlen + rlen + alen + llen + dlen;
+	size += dlen;
 	rec = malloc(size);
 	if (!rec) {
 		atomic_fetch_add_explicit(&l->dropped, 1, memory_order_relaxed);
@@ -446,21 +456,18 @@ void log_event_at(const char *file, int line, const char *func, struct log *l, i
 	rec->ev = ev;
 	memcpy(rec->buf, msg, mlen);
 	rec->ev.msg = rec->buf;
-	if (rlen) {
-		memcpy(rec->buf + mlen, c->remote, rlen);
-		rec->ev.conn.remote = rec->buf + mlen;
-	}
-	if (alen) {
-		memcpy(rec->buf + mlen + rlen, c->addr, alen);
-		rec->ev.conn.addr = rec->buf + mlen + rlen;
-	}
-	if (llen) {
-		memcpy(rec->buf + mlen + rlen + alen, c->listener, llen);
-		rec->ev.conn.listener = rec->buf + mlen + rlen + alen;
+	off = mlen;
+	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+		if (!lens[i])
+			continue;
+		memcpy(rec->buf + off, *strs[i], lens[i]);
+		/* The same field of the record's own copy of the event. */
+		*(const char **)((char *)&rec->ev + ((const char *)strs[i] - (const char *)&ev)) = rec->buf + off;
+		off += lens[i];
 	}
 	if (c && c->data) {
-		memcpy(rec->buf + mlen + rlen + alen + llen, c->data, dlen);
-		rec->ev.conn.data = rec->buf + mlen + rlen + alen + llen;
+		memcpy(rec->buf + off, c->data, dlen);
+		rec->ev.conn.data = rec->buf + off;
 	}
 
 	pthread_mutex_lock(&l->lock);

@@ -21,10 +21,13 @@ struct log;
 /* What a connection event carries; zero fields are left out. */
 struct log_conn {
 	uint64_t id;
-	const char *remote;   /* "a.b.c.d:port", "[v6]:port", as shown in messages */
-	const char *addr;     /* the address alone: a.b.c.d, v6 without brackets, "unix" */
-	unsigned port;        /* 0: none */
-	const char *listener; /* the [listener NAME] that accepted it; NULL: the default */
+	const char *remote;      /* "a.b.c.d:port", "[v6]:port", as shown in messages */
+	const char *addr;        /* the address alone: a.b.c.d, v6 without brackets, "unix" */
+	unsigned port;           /* 0: none */
+	const char *listener;    /* the [listener NAME] that accepted it; NULL: the default */
+	const char *proxy;       /* the balancer that sent a PROXY header (POOLD_PROXY) */
+	const char *authority;   /* the header's AUTHORITY TLV */
+	const char *tls_version; /* the header's SSL TLV version: the client came over TLS */
 	uint64_t bytes, duration_usec;
 	const void *data; /* the client's bytes, for POOLD_MESSAGE */
 	size_t data_len;

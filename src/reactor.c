@@ -51,20 +51,6 @@
 #define TAG_SIGNAL          UINT64_C(1) /* epoll data: odd values are not conns */
 #define TAG_LISTENER(i)     ((uint64_t)(i) << 2 | 3)
 
-/* Why a client was refused: counted apart in STATUS=, named in the log. */
-enum refusal {
-	REFUSE_DENY,
-	REFUSE_NOT_ALLOWED,
-	REFUSE_RATE,
-	REFUSE_PER_SOURCE_RATE,
-	REFUSE_MAX_CONNECTIONS,
-	REFUSE_PER_SOURCE,
-	REFUSE_QUEUE_MAX,
-	REFUSE_NO_FDS,
-	REFUSE_NO_MEMORY,
-	REFUSE_N,
-};
-
 static const struct {
 	const char *name, *text;
 } refusals[REFUSE_N] = {
@@ -77,6 +63,9 @@ static const struct {
 	[REFUSE_QUEUE_MAX] = { "queue_max", "all workers busy and the queue is full (queue_max)" },
 	[REFUSE_NO_FDS] = { "out of file descriptors", "out of file descriptors" },
 	[REFUSE_NO_MEMORY] = { "out of memory", "out of memory" },
+	[REFUSE_PROXY_UNTRUSTED] = { "proxy_from", "PROXY header sender not in proxy_from" },
+	[REFUSE_PROXY_BAD] = { "proxy header", "bad PROXY header" },
+	[REFUSE_PROXY_TIMEOUT] = { "proxy_timeout", "no complete PROXY header within proxy_timeout" },
 };
 
 /* Each listening fd: the settings it serves with (from the current config)
@@ -112,8 +101,10 @@ struct reactor {
 	uint64_t accept_resume_usec, drain_deadline_usec;
 	uint64_t next_sweep_usec, next_status_usec, next_watchdog_usec;
 	uint64_t watchdog_usec, watchdog_done;
+	pthread_mutex_t refuse_lock; /* guards the refusal log's rate limit */
 	uint64_t refuse_window_usec;
 	unsigned refuse_logged, refuse_suppressed;
+	atomic_uint_fast64_t proxied, health_checks; /* PROXY headers taken: PROXY, LOCAL */
 	char status[1536];
 	char reload_error[1024]; /* non-empty while the last reload failed */
 	void *scratch;           /* the reactor's buffer for the steps it runs */
@@ -121,74 +112,20 @@ struct reactor {
 
 static void conn_close(struct reactor *r, struct conn *c);
 
-/* Writes a.b.c.d:port without printf (this runs for every accept). */
-static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size_t len)
-{
-	char buf[24], *p = buf;
-	unsigned v[5] = { a[0], a[1], a[2], a[3], port };
-	size_t n;
-
-	for (int i = 0; i < 5; i++) {
-		char digits[6];
-		int d = 0;
-
-		do
-			digits[d++] = (char)('0' + v[i] % 10);
-		while (v[i] /= 10);
-		while (d)
-			*p++ = digits[--d];
-		*p++ = i < 3 ? '.' : ':';
-	}
-	n = (size_t)(p - buf - 1); /* without the last separator */
-	if (n >= len)
-		n = len - 1;
-	memcpy(out, buf, n);
-	out[n] = '\0';
-}
-
-/* Says who the client is. IPv4 clients of a dual-stack socket are IPv4, not
- * ::ffff:a.b.c.d; unix-socket clients are their peer's uid (SO_PEERCRED),
- * the one identity they have, and count per uid. */
-static void describe_peer(int fd, const struct sockaddr_storage *ss, socklen_t len, struct peer *p)
-{
-	p->port = 0;
-	if (addr_from_sockaddr((const struct sockaddr *)ss, len, &p->a) == 0) {
-		p->port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
-							  : ((const struct sockaddr_in *)ss)->sin_port);
-		if (p->a.family == AF_INET) {
-			size_t n;
-
-			format_ipv4(p->a.bytes, p->port, p->remote, sizeof(p->remote));
-			n = strcspn(p->remote, ":");
-			memcpy(p->addr, p->remote, n);
-			p->addr[n] = '\0';
-		} else {
-			inet_ntop(AF_INET6, p->a.bytes, p->addr, sizeof(p->addr));
-			snprintf(p->remote, sizeof(p->remote), "[%s]:%u", p->addr, p->port);
-		}
-		return;
-	}
-	snprintf(p->addr, sizeof(p->addr), "unix");
-	{
-		struct ucred cred;
-		socklen_t clen = sizeof(cred);
-
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
-			addr_unix((uint32_t)cred.uid, &p->a);
-			snprintf(p->remote, sizeof(p->remote), "unix uid %u", (unsigned)cred.uid);
-		} else {
-			addr_unix(UINT32_MAX, &p->a);
-			snprintf(p->remote, sizeof(p->remote), "unix");
-		}
-	}
-}
-
-/* Closes a client we will not serve, telling it so when overload = busy. */
-static void refuse(struct reactor *r, int fd, const struct service *svc, const struct peer *p, enum refusal why)
+/* Closes a client we will not serve, telling it so when overload = busy.
+ * Called from the reactor (at accept) and from workers (after a PROXY
+ * header); refuse_lock guards the log rate limit. */
+static void refuse(struct reactor *r, int fd, const struct service *svc, const struct peer *p, enum refusal why,
+		   const char *detail, const char *via)
 {
 	uint64_t now = now_usec();
+	bool log_it = false;
+	unsigned suppressed = 0;
 
-	if (svc->overload == OVERLOAD_BUSY) {
+	/* A client that sent no valid PROXY header never reaches the
+	 * protocol, so it gets no busy message either. */
+	if (svc->overload == OVERLOAD_BUSY && why != REFUSE_PROXY_BAD && why != REFUSE_PROXY_TIMEOUT &&
+	    why != REFUSE_PROXY_UNTRUSTED) {
 		const struct bytes *b = &svc->busy_message;
 
 		/* One non-blocking try: a refused client gets no buffering. */
@@ -199,22 +136,31 @@ static void refuse(struct reactor *r, int fd, const struct service *svc, const s
 	atomic_fetch_add_explicit(&r->refused_by[why], 1, memory_order_relaxed);
 
 	/* A flood of refusals must not become a flood of log entries. */
+	pthread_mutex_lock(&r->refuse_lock);
 	if (now >= r->refuse_window_usec + USEC_PER_SEC) {
-		if (r->refuse_suppressed)
-			log_event(r->log, LOG_NOTICE, MSGID_REFUSED, NULL,
-				  "Suppressed %u more refusal messages in the last second", r->refuse_suppressed);
+		suppressed = r->refuse_suppressed;
 		r->refuse_window_usec = now;
 		r->refuse_logged = 0;
 		r->refuse_suppressed = 0;
 	}
 	if (r->refuse_logged++ < REFUSE_LOGS_PER_SEC)
-		log_event(r->log, LOG_NOTICE, MSGID_REFUSED,
-			  &(struct log_conn){
-				  .remote = p->remote, .addr = p->addr, .port = p->port, .listener = svc->name },
-			  "Refused connection from %s%s%s: %s", p->remote, svc->name ? " on listener " : "",
-			  svc->name ? svc->name : "", refusals[why].text);
+		log_it = true;
 	else
 		r->refuse_suppressed++;
+	pthread_mutex_unlock(&r->refuse_lock);
+	if (suppressed)
+		log_event(r->log, LOG_NOTICE, MSGID_REFUSED, NULL,
+			  "Suppressed %u more refusal messages in the last second", suppressed);
+	if (log_it)
+		log_event(r->log, LOG_NOTICE, MSGID_REFUSED,
+			  &(struct log_conn){ .remote = p->remote,
+					      .addr = p->addr,
+					      .port = p->port,
+					      .listener = svc->name,
+					      .proxy = via },
+			  "Refused connection from %s%s%s%s%s: %s%s%s%s", p->remote, via ? " via " : "", via ? via : "",
+			  svc->name ? " on listener " : "", svc->name ? svc->name : "", refusals[why].text,
+			  detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
 }
 
 static void listeners_arm(struct reactor *r, bool on)
@@ -245,7 +191,7 @@ static void accept_overloaded(struct reactor *r, size_t idx, int err)
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
 			refuse(r, fd, r->ls[idx].svc, &(struct peer){ .remote = "unknown", .addr = "unknown" },
-			       REFUSE_NO_FDS);
+			       REFUSE_NO_FDS, NULL, NULL);
 		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
 	if (log_enabled(r->log, LOG_WARNING) && r->accepting)
@@ -256,39 +202,28 @@ static void accept_overloaded(struct reactor *r, size_t idx, int err)
 	r->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
 }
 
-/* Admits a client or refuses it: the listener's access lists, its rate,
- * max_connections, then per_source and per_source_rate (the per-source
- * table is only touched when one of those is on). */
-static void accept_one(struct reactor *r, size_t idx, int fd, const struct sockaddr_storage *ss, socklen_t len)
+/* The per-client checks: the listener's access lists, its rate, then
+ * per_source and per_source_rate (the per-source table is only touched when
+ * one of those is on). At accept, or once a PROXY header named the real
+ * client; then from a worker, hence the lock. REFUSE_N: admitted. */
+static enum refusal admit(struct reactor *r, struct conn *c, uint32_t group, uint64_t now)
 {
-	struct lstate *ls = &r->ls[idx];
-	const struct service *svc = ls->svc;
-	struct source *src = NULL;
-	struct peer peer;
-	struct conn *c;
-	uint64_t now = now_usec();
-	int a;
+	const struct service *svc = c->svc;
+	enum refusal why = REFUSE_N;
+	int a = acl_check(svc->acl, &c->peer.a);
 
-	describe_peer(fd, ss, len, &peer);
-	a = acl_check(svc->acl, &peer.a);
 	if (a != ACL_ALLOWED)
-		return refuse(r, fd, svc, &peer, a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED);
-	if (svc->rate && !bucket_take(&r->ls[ls->group].rate, svc->rate, now))
-		return refuse(r, fd, svc, &peer, REFUSE_RATE);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return refuse(r, fd, svc, &peer, REFUSE_NO_MEMORY);
+		return a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED;
+	if (!svc->rate && !svc->per_source && !svc->per_source_rate)
+		return REFUSE_N;
 	pthread_mutex_lock(&r->reg_lock);
-	if (r->nconns >= r->cfg->max_connections) {
-		pthread_mutex_unlock(&r->reg_lock);
-		free(c);
-		return refuse(r, fd, svc, &peer, REFUSE_MAX_CONNECTIONS);
-	}
-	if (svc->per_source || svc->per_source_rate) {
+	if (svc->rate && !bucket_take(&r->ls[group].rate, svc->rate, now))
+		why = REFUSE_RATE;
+	if (why == REFUSE_N && (svc->per_source || svc->per_source_rate)) {
 		struct source_key key;
-		enum refusal why = REFUSE_N;
+		struct source *src;
 
-		source_key_make(&peer.a, ls->group, r->cfg->ipv6_prefix, &key);
+		source_key_make(&c->peer.a, group, r->cfg->ipv6_prefix, &key);
 		src = sources_get(r->sources, &key);
 		if (!src)
 			why = REFUSE_NO_MEMORY;
@@ -296,23 +231,68 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 			why = REFUSE_PER_SOURCE;
 		else if (!bucket_take(&src->rate, svc->per_source_rate, now))
 			why = REFUSE_PER_SOURCE_RATE;
-		if (why != REFUSE_N) {
-			if (src)
-				sources_release(r->sources, src, now);
-			pthread_mutex_unlock(&r->reg_lock);
-			free(c);
-			return refuse(r, fd, svc, &peer, why);
+		if (why == REFUSE_N) {
+			src->count++;
+			c->source = src;
+		} else if (src) {
+			sources_release(r->sources, src, now);
 		}
-		src->count++;
 	}
+	pthread_mutex_unlock(&r->reg_lock);
+	return why;
+}
+
+/* Refuses a client after it was accepted: closes it unlogged as a session
+ * (it never was one) and logs the refusal. */
+static void refuse_conn(struct reactor *r, struct conn *c, enum refusal why, const char *detail)
+{
+	int fd = c->fd;
+
+	c->fd = -1;
+	refuse(r, fd, c->svc, &c->peer, why, detail, c->proxy ? c->proxy->remote : NULL);
+	conn_close(r, c);
+}
+
+/* Admits a client or refuses it: on a PROXY listener only the sender and
+ * max_connections here (the header names whom the rest is about), else
+ * admit() at once. */
+static void accept_one(struct reactor *r, size_t idx, int fd, const struct sockaddr_storage *ss, socklen_t len)
+{
+	struct lstate *ls = &r->ls[idx];
+	const struct service *svc = ls->svc;
+	struct peer peer;
+	struct conn *c;
+	uint64_t now = now_usec();
+	enum refusal why;
+
+	peer_describe(fd, ss, len, &peer);
+	if (svc->proxy && acl_check(svc->proxy_acl, &peer.a) != ACL_ALLOWED)
+		return refuse(r, fd, svc, &peer, REFUSE_PROXY_UNTRUSTED, NULL, NULL);
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return refuse(r, fd, svc, &peer, REFUSE_NO_MEMORY, NULL, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	c->fd = fd;
+	c->svc = svc;
+	c->peer = peer;
+	c->group = ls->group;
+	c->state = svc->proxy ? CONN_PROXY : CONN_SENDING;
+	c->start_usec = c->active_usec = now;
+	/* Only this thread adds conns: the count checked here can only fall
+	 * before the conn is added below. */
+	pthread_mutex_lock(&r->reg_lock);
+	why = r->nconns >= r->cfg->max_connections ? REFUSE_MAX_CONNECTIONS : REFUSE_N;
+	pthread_mutex_unlock(&r->reg_lock);
+	if (why == REFUSE_N && !svc->proxy)
+		why = admit(r, c, ls->group, now);
+	if (why != REFUSE_N) {
+		pthread_mutex_destroy(&c->lock);
+		free(c);
+		return refuse(r, fd, svc, &peer, why, NULL, NULL);
+	}
+	pthread_mutex_lock(&r->reg_lock);
 	c->id = ++r->next_id;
 	c->cfg = config_ref(r->cfg);
-	c->svc = svc;
-	c->start_usec = c->active_usec = now;
-	c->source = src;
-	c->peer = peer;
 	c->next = r->conns;
 	if (r->conns)
 		r->conns->prev = c;
@@ -341,7 +321,7 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 		/* The waiting room is full: undo (unlogged, uncounted) and refuse. */
 		c->fd = -1;
 		conn_close(r, c);
-		refuse(r, fd, svc, &peer, REFUSE_QUEUE_MAX);
+		refuse(r, fd, svc, &peer, REFUSE_QUEUE_MAX, NULL, NULL);
 	}
 }
 
@@ -433,6 +413,8 @@ static void conn_close(struct reactor *r, struct conn *c)
 	pthread_mutex_unlock(&r->reg_lock);
 	config_unref(c->cfg);
 	pthread_mutex_destroy(&c->lock);
+	free(c->proxy);
+	free(c->hdr);
 	free(c);
 }
 
@@ -450,6 +432,18 @@ static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
 	unsigned messages = c->messages;
 	int want = session_step(c, r->log, scratch);
 
+	if (want == SESSION_ADMIT) {
+		/* The PROXY header named the client: admit it as at accept
+		 * (the balancer's own LOCAL checks are trusted by proxy_from). */
+		enum refusal why = c->health_check ? REFUSE_N : admit(r, c, c->group, now_usec());
+
+		atomic_fetch_add_explicit(c->health_check ? &r->health_checks : &r->proxied, 1, memory_order_relaxed);
+		if (why != REFUSE_N)
+			return refuse_conn(r, c, why, NULL);
+		want = session_step(c, r->log, scratch);
+	}
+	if (want == SESSION_REFUSE)
+		return refuse_conn(r, c, (enum refusal)c->refusal, c->refusal_detail);
 	if (want != SESSION_DONE && atomic_load_explicit(&r->aborting, memory_order_relaxed)) {
 		session_abort(c, "poold is stopping");
 		want = SESSION_DONE;
@@ -561,6 +555,12 @@ static void update_status(struct reactor *r, bool force)
 	}
 	if (!first) {
 		snprintf(buf + n, sizeof(buf) - n, ")");
+		n = strlen(buf);
+	}
+	if (atomic_load_explicit(&r->proxied, memory_order_relaxed) ||
+	    atomic_load_explicit(&r->health_checks, memory_order_relaxed)) {
+		snprintf(buf + n, sizeof(buf) - n, "; PROXY headers %" PRIu64 ", health checks %" PRIu64,
+			 (uint64_t)atomic_load(&r->proxied), (uint64_t)atomic_load(&r->health_checks));
 		n = strlen(buf);
 	}
 	if (dropped && n < sizeof(buf))
@@ -828,6 +828,7 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	r->log = log;
 	r->sigfd = r->epfd = -1;
 	pthread_mutex_init(&r->reg_lock, NULL);
+	pthread_mutex_init(&r->refuse_lock, NULL);
 	r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	r->watchdog_usec = notify_watchdog_usec();
 
@@ -893,6 +894,7 @@ struct reactor *reactor_free(struct reactor *r)
 	if (r->reserve_fd >= 0)
 		close(r->reserve_fd);
 	pthread_mutex_destroy(&r->reg_lock);
+	pthread_mutex_destroy(&r->refuse_lock);
 	sources_free(r->sources);
 	free(r->ls);
 	config_unref(r->cfg);

@@ -18,22 +18,90 @@
 #include "config.h"
 #include "log.h"
 #include "payload.h"
+#include "proxy.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #define READS_PER_STEP 16    /* then requeue, so one chatty client cannot hog a worker */
 #define DRAIN_BYTES    16384 /* per read while lingering */
 
+/* Writes a.b.c.d:port without printf (this runs for every accept). */
+static void format_ipv4(const unsigned char a[4], unsigned port, char *out, size_t len)
+{
+	char buf[24], *p = buf;
+	unsigned v[5] = { a[0], a[1], a[2], a[3], port };
+	size_t n;
+
+	for (int i = 0; i < 5; i++) {
+		char digits[6];
+		int d = 0;
+
+		do
+			digits[d++] = (char)('0' + v[i] % 10);
+		while (v[i] /= 10);
+		while (d)
+			*p++ = digits[--d];
+		*p++ = i < 3 ? '.' : ':';
+	}
+	n = (size_t)(p - buf - 1); /* without the last separator */
+	if (n >= len)
+		n = len - 1;
+	memcpy(out, buf, n);
+	out[n] = '\0';
+}
+
+/* Says who the client is. IPv4 clients of a dual-stack socket are IPv4, not
+ * ::ffff:a.b.c.d; unix-socket clients are their peer's uid (SO_PEERCRED),
+ * the one identity they have, and count per uid. */
+void peer_describe(int fd, const struct sockaddr_storage *ss, socklen_t len, struct peer *p)
+{
+	p->port = 0;
+	if (addr_from_sockaddr((const struct sockaddr *)ss, len, &p->a) == 0) {
+		p->port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+							  : ((const struct sockaddr_in *)ss)->sin_port);
+		if (p->a.family == AF_INET) {
+			size_t n;
+
+			format_ipv4(p->a.bytes, p->port, p->remote, sizeof(p->remote));
+			n = strcspn(p->remote, ":");
+			memcpy(p->addr, p->remote, n);
+			p->addr[n] = '\0';
+		} else {
+			inet_ntop(AF_INET6, p->a.bytes, p->addr, sizeof(p->addr));
+			snprintf(p->remote, sizeof(p->remote), "[%s]:%u", p->addr, p->port);
+		}
+		return;
+	}
+	snprintf(p->addr, sizeof(p->addr), "unix");
+	{
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+			addr_unix((uint32_t)cred.uid, &p->a);
+			snprintf(p->remote, sizeof(p->remote), "unix uid %u", (unsigned)cred.uid);
+		} else {
+			addr_unix(UINT32_MAX, &p->a);
+			snprintf(p->remote, sizeof(p->remote), "unix");
+		}
+	}
+}
+
 uint64_t session_deadline(const struct conn *c)
 {
 	const struct service *svc = c->svc;
 	uint64_t idle, whole;
 
+	if (c->state == CONN_PROXY)
+		return c->start_usec + svc->proxy_usec;
 	if (c->state == CONN_LINGERING) {
 		idle = c->active_usec + svc->linger_idle_usec;
 		whole = c->linger_start_usec + svc->linger_usec;
@@ -42,6 +110,86 @@ uint64_t session_deadline(const struct conn *c)
 		whole = c->start_usec + svc->session_usec;
 	}
 	return idle < whole ? idle : whole;
+}
+
+static int proxy_refuse(struct conn *c, int why, const char *detail)
+{
+	c->refusal = why;
+	c->refusal_detail = detail;
+	return SESSION_REFUSE;
+}
+
+/* Takes in what the header says: the real client, or, for LOCAL, UNKNOWN and
+ * UNSPEC (and unix paths, no identity to count), the connection's own. */
+static int proxy_apply(struct conn *c, const struct proxy_hdr *h)
+{
+	struct proxy_info *info = calloc(1, sizeof(*info));
+
+	if (!info)
+		return proxy_refuse(c, REFUSE_NO_MEMORY, NULL);
+	memcpy(info->remote, c->peer.remote, sizeof(info->remote));
+	snprintf(info->authority, sizeof(info->authority), "%s", h->authority);
+	snprintf(info->tls_version, sizeof(info->tls_version), "%s", h->tls_version);
+	info->ssl = h->ssl;
+	c->proxy = info;
+	if (h->local || (h->family != AF_INET && h->family != AF_INET6)) {
+		c->health_check = h->health_check;
+		return SESSION_ADMIT;
+	}
+	peer_describe(c->fd, &h->src, sizeof(h->src), &c->peer);
+	return SESSION_ADMIT;
+}
+
+/* Reads the PROXY header, and not a byte more: what follows is the client's.
+ * It peeks at what has arrived; a complete header is then read off by its
+ * length, a partial one is all header (it has not ended yet), so it is read
+ * off and kept. Either way each wake-up consumes what it saw, so a header
+ * that trickles in never spins the loop. */
+static int step_proxy(struct conn *c, uint64_t now)
+{
+	char buf[PROXY_HEADER_MAX];
+	const char *why = NULL;
+	struct proxy_hdr h;
+	size_t have = c->hdr_len, take;
+	ssize_t n;
+	int r;
+
+	if (have)
+		memcpy(buf, c->hdr, have);
+	do
+		n = recv(c->fd, buf + have, sizeof(buf) - have, MSG_PEEK | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return SESSION_WANT_READ;
+	if (n < 0)
+		return proxy_refuse(c, REFUSE_PROXY_BAD,
+				    errno == ECONNRESET ? "connection reset before the header ended"
+							: "receive failed");
+	if (n == 0)
+		return proxy_refuse(c, REFUSE_PROXY_BAD,
+				    have ? "connection closed within the header" : "connection closed before a header");
+	c->active_usec = now;
+	r = proxy_parse(buf, have + (size_t)n, c->svc->proxy, &h, &why);
+	if (r < 0)
+		return proxy_refuse(c, REFUSE_PROXY_BAD, why);
+	take = r > 0 ? (size_t)r - have : (size_t)n;
+	do
+		n = recv(c->fd, buf + have, take, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)take)
+		return proxy_refuse(c, REFUSE_PROXY_BAD, "receive failed");
+	if (r == 0) {
+		if (!c->hdr && !(c->hdr = malloc(PROXY_HEADER_MAX)))
+			return proxy_refuse(c, REFUSE_NO_MEMORY, NULL);
+		memcpy(c->hdr + have, buf + have, take);
+		c->hdr_len = have + take;
+		return SESSION_WANT_READ;
+	}
+	free(c->hdr);
+	c->hdr = NULL;
+	c->hdr_len = 0;
+	c->state = CONN_SENDING;
+	return proxy_apply(c, &h);
 }
 
 static int step_send(struct conn *c, uint64_t now)
@@ -82,6 +230,7 @@ static void log_message(struct conn *c, struct log *log, const char *buf, size_t
 				      .addr = c->peer.addr,
 				      .port = c->peer.port,
 				      .listener = c->svc->name,
+				      .proxy = c->proxy ? c->proxy->remote : NULL,
 				      .bytes = n,
 				      .data = buf,
 				      .data_len = n },
@@ -197,6 +346,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 	uint64_t now = now_usec();
 
 	if (c->expired || now >= session_deadline(c)) {
+		if (c->state == CONN_PROXY) /* unless poold is stopping (the reactor said so) */
+			return c->reason ? SESSION_DONE : proxy_refuse(c, REFUSE_PROXY_TIMEOUT, NULL);
 		if (c->state == CONN_LINGERING) {
 			if (!c->linger_end)
 				c->linger_end = now >= c->linger_start_usec + c->svc->linger_usec
@@ -216,6 +367,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 		return c->state == CONN_READING ? session_finish(c, now) : SESSION_DONE;
 	}
 	switch (c->state) {
+	case CONN_PROXY:
+		return step_proxy(c, now);
 	case CONN_SENDING: {
 		int r = step_send(c, now);
 
@@ -253,10 +406,13 @@ void session_abort(struct conn *c, const char *why)
 void session_close(struct conn *c, struct log *log)
 {
 	uint64_t usec = now_usec() - c->start_usec;
-	char linger[160] = "", unsent[96] = "";
+	char linger[160] = "", unsent[96] = "", via[400] = "";
 	int outq = 0;
 
-	if (log_enabled(log, LOG_INFO)) {
+	/* The balancer's health checks (PROXY LOCAL) are logged at debug. */
+	int level = c->health_check ? LOG_DEBUG : LOG_INFO;
+
+	if (log_enabled(log, level)) {
 		if (!c->clean && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq > 0) {
 			/* After shutdown() the FIN counts as one byte. */
 			if (c->state == CONN_LINGERING)
@@ -265,6 +421,13 @@ void session_close(struct conn *c, struct log *log)
 				snprintf(unsent, sizeof(unsent),
 					 "; %d bytes not yet received by the client at the close", outq);
 		}
+		if (c->proxy && !c->health_check)
+			snprintf(via, sizeof(via), " (via %s%s%s%s%s)", c->proxy->remote,
+				 c->proxy->tls_version[0] ? ", "
+				 : c->proxy->ssl          ? ", TLS"
+							  : "",
+				 c->proxy->tls_version, c->proxy->authority[0] ? ", authority " : "",
+				 c->proxy->authority);
 		if (c->state == CONN_LINGERING) {
 			uint64_t l = now_usec() - c->linger_start_usec;
 
@@ -272,19 +435,24 @@ void session_close(struct conn *c, struct log *log)
 				 "; lingered %" PRIu64 ".%03" PRIu64 " ms, discarded %" PRIu64 " bytes, %s", l / 1000,
 				 l % 1000, c->discarded, c->linger_end ? c->linger_end : "closed");
 		}
-		log_event(log, LOG_INFO, NULL,
-			  &(struct log_conn){ .id = c->id,
-					      .remote = c->peer.remote,
-					      .addr = c->peer.addr,
-					      .port = c->peer.port,
-					      .listener = c->svc->name,
-					      .bytes = c->sent,
-					      .duration_usec = usec },
-			  "Closed connection %" PRIu64 " from %s%s%s after %" PRIu64 ".%03" PRIu64
+		log_event(log, level, NULL,
+			  &(struct log_conn){
+				  .id = c->id,
+				  .remote = c->peer.remote,
+				  .addr = c->peer.addr,
+				  .port = c->peer.port,
+				  .listener = c->svc->name,
+				  .proxy = c->proxy ? c->proxy->remote : NULL,
+				  .authority = c->proxy && c->proxy->authority[0] ? c->proxy->authority : NULL,
+				  .tls_version = c->proxy && c->proxy->tls_version[0] ? c->proxy->tls_version : NULL,
+				  .bytes = c->sent,
+				  .duration_usec = usec },
+			  "Closed connection %" PRIu64 " from %s%s%s%s%s after %" PRIu64 ".%03" PRIu64
 			  " ms: sent %zu of %zu bytes, %u message%s (%" PRIu64 " bytes) received, %s%s%s",
-			  c->id, c->peer.remote, c->svc->name ? " on listener " : "", c->svc->name ? c->svc->name : "",
-			  usec / 1000, usec % 1000, c->sent, c->svc->payload.len, c->messages,
-			  c->messages == 1 ? "" : "s", c->received, c->reason ? c->reason : "closed", linger, unsent);
+			  c->id, c->peer.remote, via, c->svc->name ? " on listener " : "",
+			  c->svc->name ? c->svc->name : "", c->health_check ? " (PROXY health check)" : "", usec / 1000,
+			  usec % 1000, c->sent, c->svc->payload.len, c->messages, c->messages == 1 ? "" : "s",
+			  c->received, c->reason ? c->reason : "closed", linger, unsent);
 	}
 	close(c->fd);
 	c->fd = -1;

@@ -1,6 +1,7 @@
-/* session.h - one client's session, the tutorial's protocol: the payload,
- * then up to max_messages reads of message_size bytes, each logged, then a
- * lingering close that lets the client read the whole payload. */
+/* session.h - one client's session, the tutorial's protocol: on a PROXY
+ * listener the header first, then the payload, then up to max_messages reads
+ * of message_size bytes, each logged, then a lingering close that lets the
+ * client read the whole payload. */
 #ifndef POOLD_SESSION_H
 #define POOLD_SESSION_H
 
@@ -10,12 +11,30 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 struct config;
 struct service;
 struct log;
 
-enum { CONN_SENDING, CONN_READING, CONN_LINGERING };
+enum { CONN_PROXY, CONN_SENDING, CONN_READING, CONN_LINGERING };
+
+/* Why a client was refused: counted apart in STATUS=, named in the log. */
+enum refusal {
+	REFUSE_DENY,
+	REFUSE_NOT_ALLOWED,
+	REFUSE_RATE,
+	REFUSE_PER_SOURCE_RATE,
+	REFUSE_MAX_CONNECTIONS,
+	REFUSE_PER_SOURCE,
+	REFUSE_QUEUE_MAX,
+	REFUSE_NO_FDS,
+	REFUSE_NO_MEMORY,
+	REFUSE_PROXY_UNTRUSTED,
+	REFUSE_PROXY_BAD,
+	REFUSE_PROXY_TIMEOUT,
+	REFUSE_N,
+};
 
 /* Who the client is, as logged and as counted per source. */
 struct peer {
@@ -24,7 +43,18 @@ struct peer {
 	unsigned port;   /* 0 for unix clients */
 	struct addr a;   /* the address (or uid) that access lists and per-source limits see */
 };
-enum { SESSION_DONE, SESSION_WANT_READ, SESSION_WANT_WRITE };
+/* What the PROXY header said beyond the client's address. */
+struct proxy_info {
+	char remote[64];      /* the balancer (POOLD_PROXY) */
+	char authority[256];  /* POOLD_PROXY_AUTHORITY, "" if none */
+	char tls_version[32]; /* POOLD_TLS_VERSION, "" if none */
+	bool ssl;             /* the client came over TLS */
+};
+
+/* SESSION_ADMIT: the PROXY header named the real client, whom the reactor
+ * admits (or refuses) before the payload; SESSION_REFUSE: refused, c->refusal
+ * says why. */
+enum { SESSION_DONE, SESSION_WANT_READ, SESSION_WANT_WRITE, SESSION_ADMIT, SESSION_REFUSE };
 
 struct conn {
 	struct pool_item item;    /* first member: the pool hands it back */
@@ -49,9 +79,17 @@ struct conn {
 	const char *linger_end;                          /* how the lingering close ended */
 	bool clean;                                      /* nothing of ours was left unacknowledged */
 	struct source *source;                           /* per-source entry (under reg_lock); NULL: untracked */
+	uint32_t group;                                  /* its listener's group (per-source counts, rate) */
 	struct peer peer;
+	struct proxy_info *proxy; /* after a PROXY header; NULL otherwise */
+	bool health_check;        /* a PROXY LOCAL header: the balancer's own check */
+	char *hdr;                /* the part of a PROXY header received so far */
+	size_t hdr_len;
+	int refusal; /* REFUSE_*, with SESSION_REFUSE */
+	const char *refusal_detail;
 };
 
+void peer_describe(int fd, const struct sockaddr_storage *ss, socklen_t len, struct peer *ret);
 int session_step(struct conn *c, struct log *log, void **scratch);
 uint64_t session_deadline(const struct conn *c);
 void session_abort(struct conn *c, const char *why);

@@ -253,3 +253,40 @@ def test_listener_refusal_reaches_the_journal_with_its_fields(poold, fake_journa
     assert e["POOLD_LISTENER"] == [b"guarded"]
     assert e["POOLD_REMOTE_ADDR"] == [b"127.0.0.1"]
     assert b"on listener guarded: address not in the allow list (not allowed)" in e["MESSAGE"][0]
+
+
+def test_proxied_session_carries_the_balancer_and_tls_fields(poold, fake_journal):
+    """Behind a balancer: POOLD_REMOTE_ADDR is the real client from the PROXY
+    header, POOLD_PROXY the balancer, and the v2 TLVs give
+    POOLD_PROXY_AUTHORITY and POOLD_TLS_VERSION."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(fake_journal / "socket"))
+    sock.settimeout(0.2)
+    port = free_port()
+    p = start(poold, f"[session]\nmax_messages = 0\n[listener lb]\nproxy_protocol = v2\nproxy_from = 127.0.0.1\n"
+                     f"address = 127.0.0.1:{port}\n")
+
+    def tlv(t, v):
+        return bytes([t]) + struct.pack("!H", len(v)) + v
+    body = (socket.inet_aton("203.0.113.7") + socket.inet_aton("192.0.2.1") + struct.pack("!HH", 4242, 2727)
+            + tlv(0x02, b"example.com") + tlv(0x20, b"\x01" + b"\x00" * 4 + tlv(0x21, b"TLSv1.3")))
+    hdr = b"\r\n\r\n\x00\r\nQUIT\n" + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(hdr)
+        assert recv_all(s) == TUTORIAL_PAYLOAD
+    entries = []
+    deadline = time.monotonic() + 5 * slow_factor()
+    while time.monotonic() < deadline and not any(e.get("POOLD_TLS_VERSION") for e in entries):
+        try:
+            entries.append(parse_native(sock.recv(1 << 20)))
+        except socket.timeout:
+            pass
+    sock.close()
+    closed = [e for e in entries if e.get("POOLD_TLS_VERSION")]
+    assert closed, entries
+    e = closed[0]
+    assert e["POOLD_REMOTE_ADDR"] == [b"203.0.113.7"] and e["POOLD_REMOTE_PORT"] == [b"4242"]
+    assert e["POOLD_PROXY"][0].startswith(b"127.0.0.1:")
+    assert e["POOLD_PROXY_AUTHORITY"] == [b"example.com"]
+    assert e["POOLD_TLS_VERSION"] == [b"TLSv1.3"]
+    assert e["POOLD_LISTENER"] == [b"lb"]
