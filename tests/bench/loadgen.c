@@ -6,7 +6,10 @@
  * (-C, workload W1) or send -m messages of -s bytes -i ms apart, shut down its
  * write side and wait for the server to close (the tutorial protocol, W2).
  * -k idle clients connect before the measured phase and are held open, never
- * sending, until the end (slow clients, W3).
+ * sending, until the end (slow clients, W3). With --proxy v1|v2 every client,
+ * idle ones too, first sends the PROXY protocol header a balancer would send
+ * for its connection (our end as the client, the target as the server), once
+ * the connect completes and before the payload is read.
  *
  * Every session has a deadline (-t) and the whole run is bounded in time
  * (-d, or --max-time for -n) and in count. Each worker thread (-j) owns one
@@ -89,6 +92,7 @@ struct sess {
 	int fd;
 	enum sess_state state;
 	bool want_out;          /* EPOLLOUT currently registered */
+	bool proxy_pending;     /* --proxy: the header is sent once connected */
 	uint64_t t0;            /* ns, connect() start */
 	uint64_t deadline;      /* ns */
 	uint64_t next_send;     /* ns, when the next message is due */
@@ -137,6 +141,7 @@ static struct {
 	double timeout;
 	unsigned threads;
 	unsigned sources;
+	int proxy;              /* 0, or the PROXY protocol version to send */
 	bool quiet;
 } opt = {
 	.conc = 1, .plen = 26, .msg_size = 16, .idle_wait = 5.0, .timeout = 5.0,
@@ -413,6 +418,94 @@ static void sess_fail(struct worker *w, struct sess *s, enum err_kind k)
 	sess_end(w, s, (int)k, now_ns());
 }
 
+/* The PROXY header for this connection, as a balancer in front of the target
+ * would send it: v1 "PROXY TCP4|TCP6 src dst sport dport\r\n" or the v2
+ * binary PROXY command (28 bytes for TCP4, 52 for TCP6), with our end
+ * (getsockname) as the client and the target (getpeername) as the server.
+ * Sent whole or not at all: the socket buffer is empty on a new connection.
+ * Returns 0 or -errno. */
+static int proxy_send(const struct sess *s)
+{
+	static const unsigned char sig[12] = {
+		0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+	};
+	struct sockaddr_storage me, peer;
+	socklen_t mlen = sizeof(me), plen = sizeof(peer);
+	const void *ma, *pa;
+	uint16_t mport, pport;
+	unsigned char b[128];
+	size_t n, alen;
+	ssize_t r;
+	bool v6;
+
+	if (getsockname(s->fd, (struct sockaddr *)&me, &mlen) < 0 ||
+	    getpeername(s->fd, (struct sockaddr *)&peer, &plen) < 0)
+		return -errno;
+	if (me.ss_family != peer.ss_family || (me.ss_family != AF_INET && me.ss_family != AF_INET6))
+		return -EAFNOSUPPORT;
+	v6 = me.ss_family == AF_INET6;
+	if (v6) {
+		const struct sockaddr_in6 *m = (const void *)&me, *p = (const void *)&peer;
+
+		ma = &m->sin6_addr;
+		pa = &p->sin6_addr;
+		mport = m->sin6_port;
+		pport = p->sin6_port;
+		alen = 16;
+	} else {
+		const struct sockaddr_in *m = (const void *)&me, *p = (const void *)&peer;
+
+		ma = &m->sin_addr;
+		pa = &p->sin_addr;
+		mport = m->sin_port;
+		pport = p->sin_port;
+		alen = 4;
+	}
+	if (opt.proxy == 1) {
+		char src[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN];
+
+		inet_ntop(me.ss_family, ma, src, sizeof(src));
+		inet_ntop(me.ss_family, pa, dst, sizeof(dst));
+		n = (size_t)snprintf((char *)b, sizeof(b), "PROXY TCP%c %s %s %u %u\r\n", v6 ? '6' : '4',
+				     src, dst, ntohs(mport), ntohs(pport));
+	} else {
+		memcpy(b, sig, sizeof(sig));
+		b[12] = 0x21;                   /* version 2, PROXY */
+		b[13] = v6 ? 0x21 : 0x11;       /* TCP over IPv6 or IPv4 */
+		b[14] = 0;
+		b[15] = (unsigned char)(2 * alen + 4);
+		memcpy(b + 16, ma, alen);
+		memcpy(b + 16 + alen, pa, alen);
+		memcpy(b + 16 + 2 * alen, &mport, 2);
+		memcpy(b + 18 + 2 * alen, &pport, 2);
+		n = 16 + 2 * alen + 4;
+	}
+	do
+		r = send(s->fd, b, n, MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return (size_t)r == n ? 0 : -EIO;
+}
+
+/* --proxy: the connect is done (EPOLLOUT without EPOLLERR; errors are left to
+ * the read path, which classifies them): send the header, then stop asking
+ * for EPOLLOUT. Returns 0 or -errno. */
+static int proxy_step(struct worker *w, struct sess *s, uint32_t events)
+{
+	int r;
+
+	if (!s->proxy_pending || !(events & EPOLLOUT) || (events & EPOLLERR))
+		return 0;
+	r = proxy_send(s);
+	if (r < 0)
+		return r;
+	s->proxy_pending = false;
+	ep_ctl(w, EPOLL_CTL_MOD, s, EPOLLIN | EPOLLRDHUP);
+	s->want_out = false;
+	return 0;
+}
+
 /* Open a socket and start connecting; returns 0, or an err_kind + 1. */
 static int sock_open(struct worker *w, struct sess *s)
 {
@@ -460,8 +553,11 @@ static int sock_open(struct worker *w, struct sess *s)
 		return ERR_CONNECT_OTHER + 1; /* EAGAIN: unix backlog full */
 	}
 	/* EPOLLIN alone: a refused connect shows as EPOLLERR, and the payload
-	 * arriving proves the connect; a timeout tells the two apart. */
-	ep_ctl(w, EPOLL_CTL_ADD, s, EPOLLIN | EPOLLRDHUP);
+	 * arriving proves the connect; a timeout tells the two apart. --proxy
+	 * also waits for EPOLLOUT, the connect's end, to send its header. */
+	s->proxy_pending = opt.proxy != 0;
+	s->want_out = s->proxy_pending;
+	ep_ctl(w, EPOLL_CTL_ADD, s, EPOLLIN | EPOLLRDHUP | (s->proxy_pending ? EPOLLOUT : 0));
 	return 0;
 }
 
@@ -540,6 +636,8 @@ static void payload_done(struct worker *w, struct sess *s, uint64_t now)
 
 static void idle_event(struct worker *w, struct sess *s, uint32_t events)
 {
+	if (proxy_step(w, s, events) < 0)
+		goto closed;
 	for (int i = 0; i < 16; i++) {
 		ssize_t n = recv(s->fd, w->scratch, sizeof(w->scratch), 0);
 
@@ -559,6 +657,7 @@ static void idle_event(struct worker *w, struct sess *s, uint32_t events)
 		break;
 	}
 	/* EOF or error: the server dropped an idle client. */
+closed:
 	w->idle_closed++;
 	close(s->fd);
 	s->fd = -1;
@@ -573,6 +672,14 @@ static void sess_event(struct worker *w, struct sess *s, uint32_t events)
 	if (s->state == SESS_IDLE) {
 		idle_event(w, s, events);
 		return;
+	}
+	if (s->state == SESS_PAYLOAD) {
+		int r = proxy_step(w, s, events);
+
+		if (r < 0) {
+			sess_end(w, s, (int)errno_kind(-r, false), now_ns());
+			return;
+		}
 	}
 	if ((events & EPOLLOUT) && s->state == SESS_SENDING) {
 		sess_send(w, s, now_ns());
@@ -759,6 +866,7 @@ static void usage(void)
 	       "  -t, --timeout SECS      per-session deadline (default 5)\n"
 	       "  -j, --threads N         worker threads, one epoll each (default 1)\n"
 	       "  -S, --sources N         spread TCP clients over 127.0.0.1..N\n"
+	       "      --proxy v1|v2       send a PROXY protocol header first (TCP targets)\n"
 	       "  -q, --quiet             print only the RESULT line\n");
 }
 
@@ -786,6 +894,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "sources", required_argument, NULL, 'S' },
+		{ "proxy", required_argument, NULL, 'P' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -822,6 +931,11 @@ int main(int argc, char **argv)
 		case 't': opt.timeout = opt_double(optarg, 600.0, "--timeout"); break;
 		case 'j': opt.threads = opt_uint(optarg, MAX_THREADS, "--threads"); break;
 		case 'S': opt.sources = opt_uint(optarg, 250, "--sources"); break;
+		case 'P':
+			if (strcmp(optarg, "v1") != 0 && strcmp(optarg, "v2") != 0)
+				die("bad value for %s (v1 or v2)", "--proxy");
+			opt.proxy = optarg[1] - '0';
+			break;
 		case 'q': opt.quiet = true; break;
 		case 'h': usage(); return 0;
 		default: usage(); return 2;
@@ -843,6 +957,8 @@ int main(int argc, char **argv)
 	if (opt.sources == 0)
 		opt.sources = 1;
 	target_resolve(opt.target);
+	if (opt.proxy && !target_tcp)
+		die("%s", "--proxy needs a TCP target");
 	signal(SIGPIPE, SIG_IGN);
 	{
 		struct rlimit rl;
@@ -929,10 +1045,11 @@ int main(int argc, char **argv)
 	qsort(session.v, session.n, sizeof(*session.v), cmp_u64);
 
 	if (!opt.quiet) {
-		printf("target %s: concurrency %u, threads %u, %s%s, %u messages of %zu bytes\n",
+		printf("target %s: concurrency %u, threads %u, %s%s%s, %u messages of %zu bytes\n",
 		       opt.target, opt.conc, opt.threads,
 		       opt.count ? "count mode" : "duration mode",
 		       opt.close_after_payload ? ", close after payload" : "",
+		       opt.proxy == 1 ? ", PROXY v1 header" : opt.proxy == 2 ? ", PROXY v2 header" : "",
 		       opt.msgs, opt.msg_size);
 		printf("sessions: %" PRIu64 " started, %" PRIu64 " ok, %" PRIu64 " errors, %" PRIu64
 		       " unfinished in %.3f s: %.1f connections/s\n",
@@ -952,11 +1069,11 @@ int main(int argc, char **argv)
 		       pct_us(&session, 50), pct_us(&session, 90), pct_us(&session, 99),
 		       pct_us(&session, 100), session.n);
 	}
-	printf("RESULT {\"target\":\"%s\",\"concurrency\":%u,\"threads\":%u,\"messages\":%u,"
+	printf("RESULT {\"target\":\"%s\",\"proxy\":%d,\"concurrency\":%u,\"threads\":%u,\"messages\":%u,"
 	       "\"message_size\":%zu,\"close_after_payload\":%s,\"started\":%" PRIu64
 	       ",\"ok\":%" PRIu64 ",\"errors_total\":%" PRIu64 ",\"unfinished\":%" PRIu64
 	       ",\"elapsed_s\":%.6f,\"cps\":%.1f,\"errors\":{",
-	       opt.target, opt.conc, opt.threads, opt.msgs, opt.msg_size,
+	       opt.target, opt.proxy, opt.conc, opt.threads, opt.msgs, opt.msg_size,
 	       opt.close_after_payload ? "true" : "false", started, ok, err_total, unfinished,
 	       elapsed, elapsed > 0 ? (double)ok / elapsed : 0.0);
 	for (int k = 0; k < ERR_MAX; k++)
