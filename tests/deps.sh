@@ -7,11 +7,12 @@ DEBIAN_PKGS="gcc make pkg-config libsystemd-dev libinih-dev python3 python3-pyte
 systemd systemd-container util-linux iproute2 procps file binutils
 debhelper dpkg-dev fakeroot lintian debootstrap rpm rpmlint
 mandoc groff-base man-db
-nginx-light libnginx-mod-stream
+nginx-light libnginx-mod-stream haproxy openssl systemd-journal-remote
 clang clang-format libclang-rt-dev valgrind linux-perf"
 FEDORA_PKGS="gcc make pkgconf systemd-devel inih-devel python3 python3-pytest
 systemd systemd-container util-linux iproute procps-ng rpm-build rpmlint
-mandoc groff-base man-db nginx nginx-mod-stream clang clang-tools-extra compiler-rt valgrind"
+mandoc groff-base man-db nginx nginx-mod-stream haproxy openssl systemd-journal-remote clang clang-tools-extra
+compiler-rt valgrind"
 
 if command -v apt-get >/dev/null 2>&1; then
 	pkgs=$DEBIAN_PKGS
