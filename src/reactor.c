@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -74,6 +75,7 @@ static const struct {
 struct lstate {
 	const struct service *svc;
 	uint32_t group;
+	int defer_sec;      /* the TCP_DEFER_ACCEPT poold set on it; 0: none */
 	struct bucket rate; /* the group's `rate`, in its first fd's lstate */
 };
 
@@ -593,8 +595,24 @@ static void map_listeners(struct reactor *r, const struct config *cfg)
 {
 	const struct listeners *l = r->listeners;
 
-	for (size_t i = 0; i < l->n; i++)
-		r->ls[i].svc = config_service(cfg, l->names[i]);
+	for (size_t i = 0; i < l->n; i++) {
+		struct lstate *ls = &r->ls[i];
+		/* A balancer speaks first: with TCP_DEFER_ACCEPT the kernel hands
+		 * poold a PROXY connection once its header has arrived, so the
+		 * first step reads it instead of parking for it, and a silent
+		 * connection costs poold nothing until the kernel hands it over
+		 * anyway (1 s, then its SYN-ACK retransmits: 1-3 s), after which
+		 * proxy_timeout rules. Cleared again (only if poold set it) when
+		 * PROXY goes off, or clients that wait for the payload would. */
+		int sec = 0;
+
+		ls->svc = config_service(cfg, l->names[i]);
+		if (ls->svc->proxy)
+			sec = 1;
+		if (sec != ls->defer_sec &&
+		    setsockopt(l->fds[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &sec, sizeof(sec)) == 0)
+			ls->defer_sec = sec;
+	}
 	for (size_t k = 0; k < cfg->nlisteners; k++) {
 		const char *name = cfg->listeners[k]->name;
 		bool used = false;

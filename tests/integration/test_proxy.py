@@ -193,3 +193,18 @@ def test_proxy_protocol_needs_proxy_from(tmp_path):
                        timeout=30)
     assert r.returncode == 78
     assert r.stderr.startswith(f"{conf}:2: proxy_protocol needs proxy_from"), r.stderr
+
+
+def test_reload_turning_proxy_off_serves_silent_clients_at_once(poold):
+    """poold defers accepts on a PROXY listener (the balancer speaks first);
+    once a reload turns the PROXY protocol off, a client that waits for the
+    payload must get it at once, not after the kernel's deferral."""
+    p = start(poold)
+    text = open(p.config_path).read()
+    p.write_config(text.replace("proxy_protocol = any\nproxy_from = 127.0.0.1\n", ""))
+    p.signal(1)
+    p.wait_log(r"Reloaded configuration")
+    t0 = time.monotonic()
+    with through(p, b"") as s:
+        assert recv_exact(s, 26) == TUTORIAL_PAYLOAD
+    assert time.monotonic() - t0 < 0.5 * slow_factor()
