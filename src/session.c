@@ -140,24 +140,25 @@ static int proxy_apply(struct conn *c, const struct proxy_hdr *h)
 	return SESSION_ADMIT;
 }
 
-/* Reads the PROXY header, and not a byte more: what follows is the client's.
- * It peeks at what has arrived; a complete header is then read off by its
- * length, a partial one is all header (it has not ended yet), so it is read
- * off and kept. Either way each wake-up consumes what it saw, so a header
- * that trickles in never spins the loop. */
+/* Reads the PROXY header with one recv() of what has arrived, up to
+ * PROXY_HEADER_MAX bytes. A header not yet complete is all header (the
+ * parser never asks for more once it holds one), so it is kept and each
+ * wake-up consumes what it saw: a header that trickles in never spins the
+ * loop. Bytes the client sent right after the header (up to a kilobyte) are
+ * kept in c->hdr and read as its first message, before the socket. */
 static int step_proxy(struct conn *c, uint64_t now)
 {
 	char buf[PROXY_HEADER_MAX];
 	const char *why = NULL;
 	struct proxy_hdr h;
-	size_t have = c->hdr_len, take;
+	size_t have = c->hdr_len, got;
 	ssize_t n;
 	int r;
 
 	if (have)
 		memcpy(buf, c->hdr, have);
 	do
-		n = recv(c->fd, buf + have, sizeof(buf) - have, MSG_PEEK | MSG_DONTWAIT);
+		n = recv(c->fd, buf + have, sizeof(buf) - have, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return SESSION_WANT_READ;
@@ -169,27 +170,37 @@ static int step_proxy(struct conn *c, uint64_t now)
 		return proxy_refuse(c, REFUSE_PROXY_BAD,
 				    have ? "connection closed within the header" : "connection closed before a header");
 	c->active_usec = now;
-	r = proxy_parse(buf, have + (size_t)n, c->svc->proxy, &h, &why);
+	got = have + (size_t)n;
+	r = proxy_parse(buf, got, c->svc->proxy, &h, &why);
 	if (r < 0)
 		return proxy_refuse(c, REFUSE_PROXY_BAD, why);
-	take = r > 0 ? (size_t)r - have : (size_t)n;
-	do
-		n = recv(c->fd, buf + have, take, MSG_DONTWAIT);
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)take)
-		return proxy_refuse(c, REFUSE_PROXY_BAD, "receive failed");
 	if (r == 0) {
 		if (!c->hdr && !(c->hdr = malloc(PROXY_HEADER_MAX)))
 			return proxy_refuse(c, REFUSE_NO_MEMORY, NULL);
-		memcpy(c->hdr + have, buf + have, take);
-		c->hdr_len = have + take;
+		memcpy(c->hdr, buf, got);
+		c->hdr_len = got;
 		return SESSION_WANT_READ;
 	}
-	free(c->hdr);
-	c->hdr = NULL;
-	c->hdr_len = 0;
+	/* What follows the header is the client's: its first message. */
+	c->hdr_len = got - (size_t)r;
+	if (c->hdr_len) {
+		if (!c->hdr && !(c->hdr = malloc(PROXY_HEADER_MAX)))
+			return proxy_refuse(c, REFUSE_NO_MEMORY, NULL);
+		memcpy(c->hdr, buf + r, c->hdr_len);
+	}
 	c->state = CONN_SENDING;
 	return proxy_apply(c, &h);
+}
+
+/* Takes up to size bytes the client sent with its PROXY header, if any. */
+static size_t take_pending(struct conn *c, char *buf, size_t size)
+{
+	size_t n = c->hdr_len < size ? c->hdr_len : size;
+
+	memcpy(buf, c->hdr, n);
+	memmove(c->hdr, c->hdr + n, c->hdr_len - n);
+	c->hdr_len -= n;
+	return n;
 }
 
 static int step_send(struct conn *c, uint64_t now)
@@ -244,7 +255,8 @@ static int step_linger(struct conn *c, uint64_t now)
 	char buf[DRAIN_BYTES];
 
 	for (int i = 0; i < READS_PER_STEP; i++) {
-		ssize_t n = recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		ssize_t n = c->hdr_len ? (ssize_t)take_pending(c, buf, sizeof(buf))
+				       : recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 		if (n > 0) {
 			c->discarded += (uint64_t)n;
@@ -315,7 +327,7 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 			c->reason = "all messages read";
 			return session_finish(c, now);
 		}
-		n = recv(c->fd, buf, size, MSG_DONTWAIT);
+		n = c->hdr_len ? (ssize_t)take_pending(c, buf, size) : recv(c->fd, buf, size, MSG_DONTWAIT);
 		if (n > 0) {
 			c->messages++;
 			c->received += (uint64_t)n;
@@ -380,7 +392,10 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 		}
 		/* A client answers only after it got the payload: a recv() now
 		 * would almost always fail with EAGAIN. The worker looks again
-		 * later or parks the conn in epoll (reactor_work()). */
+		 * later or parks the conn in epoll (reactor_work()). Bytes that
+		 * came with a PROXY header are already here: read them now. */
+		if (c->hdr_len)
+			return step_read(c, log, scratch, now);
 		return SESSION_WANT_READ;
 	}
 	case CONN_READING:
