@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check soak valgrind-check bench-quick bench-ab profile
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -79,7 +79,7 @@ unit-check: $(UNIT_BINS)
 # Sanitizer builds run the tests that start the binary directly; the system
 # and package tests install the release build into a hardened unit.
 ifeq ($(SANITIZE),)
-PYTEST_PATHS ?= tests --ignore=tests/package
+PYTEST_PATHS ?= tests --ignore=tests/package --ignore=tests/fleet
 else
 PYTEST_PATHS ?= tests/unit tests/integration tests/reliability
 endif
@@ -114,6 +114,10 @@ rpm:
 	packaging/mkrpm.sh
 package-check: $(BIN)
 	POOLD_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests/package
+# The fleet test (tests/fleet, about 15 s, root): two poold hosts under systemd
+# behind HAProxy, a log host and clients, in network namespaces of its own.
+fleet-check: $(BIN)
+	$(PYTHON) -m pytest -q -rs $(PYTEST_ARGS) tests/fleet
 
 # Measurements and long runs: never part of make check.
 bench: $(BIN)

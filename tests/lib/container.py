@@ -21,8 +21,9 @@ API
 
 Container(root="/", *, name=None, usr_overlay=None, overlays=(), binds=(),
           binds_ro=(), presets=("disable *",), private_network=True,
-          extra_args=(), kernel_args=("systemd.firstboot=off",),
-          boot_timeout=30, log_path=None)
+          network_namespace=None, extra_args=(),
+          kernel_args=("systemd.firstboot=off",), boot_timeout=30,
+          log_path=None)
   root          "/" boots the host's own root with --volatile=yes (/ is a tmpfs,
                 /usr the host's read-only, /etc starts empty); any other
                 directory (e.g. a debootstrapped tree) is booted with
@@ -40,6 +41,11 @@ Container(root="/", *, name=None, usr_overlay=None, overlays=(), binds=(),
                 read-only bind); the default "disable *" keeps the host's
                 installed services (nginx, rsyslog, ...) from starting inside.
   private_network  --private-network: the container has only its own lo.
+  network_namespace  run the container in this existing network namespace
+                instead: a path (/proc/PID/ns/net, /run/netns/NAME) or a name
+                made by `ip netns add NAME` (--network-namespace-path=; nspawn
+                takes no other network option with it, so it replaces
+                --private-network). tests/fleet puts hosts on a bridge this way.
 
 Methods and attributes
   start()                boot and wait for running/degraded; returns boot seconds
@@ -203,7 +209,7 @@ def stage_merged_usr(destdir):
 class Container:
     def __init__(self, root="/", *, name=None, usr_overlay=None, overlays=(),
                  binds=(), binds_ro=(), presets=("disable *",),
-                 private_network=True, extra_args=(),
+                 private_network=True, network_namespace=None, extra_args=(),
                  kernel_args=("systemd.firstboot=off",), boot_timeout=30,
                  log_path=None):
         self.root = root
@@ -214,6 +220,9 @@ class Container:
         self.binds_ro = [b if isinstance(b, str) else "%s:%s" % b for b in binds_ro]
         self.presets = list(presets) if presets else []
         self.private_network = private_network
+        if network_namespace and "/" not in network_namespace:
+            network_namespace = "/run/netns/" + network_namespace
+        self.network_namespace = network_namespace
         self.extra_args = list(extra_args)
         self.kernel_args = list(kernel_args)
         self.boot_timeout = boot_timeout
@@ -235,7 +244,9 @@ class Container:
                 "--volatile=" + ("yes" if self.root == "/" else "overlay"),
                 "--register=no", "--keep-unit", "--machine=" + self.name,
                 "--console=read-only", "--link-journal=no"]
-        if self.private_network:
+        if self.network_namespace:
+            args.append("--network-namespace-path=" + self.network_namespace)
+        elif self.private_network:
             args.append("--private-network")
         if self.usr_overlay:
             args.append("--overlay-ro=+/usr:%s:/usr" % self.usr_overlay)

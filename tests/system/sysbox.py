@@ -16,10 +16,11 @@ from container import Container  # noqa: E402
 CLIENT = "/root/client.py"  # tests/system/client.py, inside the container
 
 
-def boot_box(stage, enable_socket=True):
+def boot_box(stage, enable_socket=True, **container_kw):
     """A container with the staged install (staged_usr), /etc/poold, the JSON
-    client at CLIENT and (by default) poold.socket enabled and started."""
-    c = Container(usr_overlay=stage["usr"])
+    client at CLIENT and (by default) poold.socket enabled and started.
+    container_kw go to Container() (name=, network_namespace=, ...)."""
+    c = Container(usr_overlay=stage["usr"], **container_kw)
     c.start()
     try:
         src = os.path.join(stage["etc"], "poold")
