@@ -79,7 +79,7 @@ unit-check: $(UNIT_BINS)
 # Sanitizer builds run the tests that start the binary directly; the system
 # and package tests install the release build into a hardened unit.
 ifeq ($(SANITIZE),)
-PYTEST_PATHS ?= tests --ignore=tests/package --ignore=tests/fleet
+PYTEST_PATHS ?= tests --ignore=tests/package
 else
 PYTEST_PATHS ?= tests/unit tests/integration tests/reliability
 endif

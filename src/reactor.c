@@ -329,7 +329,13 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 
 static void on_listener(struct reactor *r, size_t idx)
 {
-	int lfd = r->listeners->fds[idx];
+	int lfd;
+
+	/* A SIGTERM earlier in the same epoll batch closed the listeners
+	 * (stop()): their events are stale. */
+	if (!r->accepting || idx >= r->listeners->n)
+		return;
+	lfd = r->listeners->fds[idx];
 
 	for (int i = 0; i < ACCEPT_BATCH && r->accepting; i++) {
 		struct sockaddr_storage ss;
