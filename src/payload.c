@@ -12,17 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decodes s into a new buffer (NUL-terminated past *ret_len for convenience).
  * On -EINVAL, *ret_errpos is the offset of the bad escape in s. */
 int payload_unescape(const char *s, char **ret, size_t *ret_len, size_t *ret_errpos)
@@ -63,8 +52,8 @@ int payload_unescape(const char *s, char **ret, size_t *ret_len, size_t *ret_err
 			out[o++] = '\\';
 			break;
 		case 'x':
-			hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-			lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+			hi = i + 1 < n ? hex_value(s[i + 1]) : -1;
+			lo = i + 2 < n ? hex_value(s[i + 2]) : -1;
 			if (hi < 0 || lo < 0) {
 				*ret_errpos = i - 1;
 				return -EINVAL;

@@ -8,6 +8,7 @@
  * language as glibc's inet_pton, which the unit and fuzz tests compare them
  * with) because inet_pton cannot tell a valid prefix from garbage. */
 #include "proxy.h"
+#include "util.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -69,17 +70,6 @@ static int scan_ip4(const char *s, size_t n, size_t *ret_used, uint8_t ret[4])
 	ret[3] = (uint8_t)val;
 	*ret_used = i;
 	return SCAN_OK;
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 /* An IPv6 address in inet_pton's AF_INET6 language: up to eight groups of one

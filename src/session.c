@@ -248,6 +248,32 @@ static void log_message(struct conn *c, struct log *log, const char *buf, size_t
 		  "Received message %u (%zu bytes) from %s: \"%s\"", c->messages, n, c->peer.remote, preview);
 }
 
+/* One read of the client's bytes: those that came with a PROXY header
+ * first, then the socket's. recv()'s result, EINTR retried. */
+static ssize_t client_read(struct conn *c, char *buf, size_t size)
+{
+	ssize_t n;
+
+	if (c->hdr_len)
+		return (ssize_t)take_pending(c, buf, size);
+	do
+		n = recv(c->fd, buf, size, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/* What a client_read() that returned n <= 0 means: the client is not ready
+ * (SESSION_WANT_READ), or the session is over and *why says how (eof for a
+ * clean end of file). */
+static int read_ended(struct conn *c, ssize_t n, const char *eof, const char **why)
+{
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return SESSION_WANT_READ;
+	c->clean = n == 0;
+	*why = n == 0 ? eof : errno == ECONNRESET ? "connection reset by client" : "receive failed";
+	return SESSION_DONE;
+}
+
 /* Reads and discards what the client still sends after our side shut down,
  * until it closes or a bound is reached. */
 static int step_linger(struct conn *c, uint64_t now)
@@ -255,29 +281,16 @@ static int step_linger(struct conn *c, uint64_t now)
 	char buf[DRAIN_BYTES];
 
 	for (int i = 0; i < READS_PER_STEP; i++) {
-		ssize_t n = c->hdr_len ? (ssize_t)take_pending(c, buf, sizeof(buf))
-				       : recv(c->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		ssize_t n = client_read(c, buf, sizeof(buf));
 
-		if (n > 0) {
-			c->discarded += (uint64_t)n;
-			c->active_usec = now;
-			if (c->discarded > c->svc->linger_bytes) {
-				c->linger_end = "closed at lingering_bytes";
-				return SESSION_DONE;
-			}
-			continue;
-		}
-		if (n == 0) {
-			c->linger_end = "client closed";
-			c->clean = true;
+		if (n <= 0)
+			return read_ended(c, n, "client closed", &c->linger_end);
+		c->discarded += (uint64_t)n;
+		c->active_usec = now;
+		if (c->discarded > c->svc->linger_bytes) {
+			c->linger_end = "closed at lingering_bytes";
 			return SESSION_DONE;
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return SESSION_WANT_READ;
-		c->linger_end = errno == ECONNRESET ? "connection reset by client" : "receive failed";
-		return SESSION_DONE;
 	}
 	return SESSION_WANT_READ;
 }
@@ -327,25 +340,13 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 			c->reason = "all messages read";
 			return session_finish(c, now);
 		}
-		n = c->hdr_len ? (ssize_t)take_pending(c, buf, size) : recv(c->fd, buf, size, MSG_DONTWAIT);
-		if (n > 0) {
-			c->messages++;
-			c->received += (uint64_t)n;
-			c->active_usec = now;
-			log_message(c, log, buf, (size_t)n);
-			continue;
-		}
-		if (n == 0) {
-			c->reason = "closed by client";
-			c->clean = true;
-			return SESSION_DONE;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return SESSION_WANT_READ;
-		c->reason = errno == ECONNRESET ? "connection reset by client" : "receive failed";
-		return SESSION_DONE;
+		n = client_read(c, buf, size);
+		if (n <= 0)
+			return read_ended(c, n, "closed by client", &c->reason);
+		c->messages++;
+		c->received += (uint64_t)n;
+		c->active_usec = now;
+		log_message(c, log, buf, (size_t)n);
 	}
 	/* Still more to read: let the reactor requeue us behind the others. */
 	return SESSION_WANT_READ;
