@@ -12,7 +12,25 @@ for _d in (os.path.join(_TESTS, "lib"), _TESTS):
     if _d not in sys.path:
         sys.path.insert(0, _d)
 
-from harness import Poold, poold_bin  # noqa: E402
+from harness import FIGURES, Poold, poold_bin  # noqa: E402
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("poold figures")
+        for name, value in FIGURES:
+            terminalreporter.write_line("%s: %s" % (name, value))
+
+
+@pytest.fixture
+def figures(record_property):
+    """figures(name, value): a measured number, printed at the end of the run
+    and kept as a junit property."""
+    def record(name, value):
+        FIGURES.append((name, value))
+        record_property(name, value)
+        print("FIGURE %s: %s" % (name, value), file=sys.stderr)
+    return record
 
 
 @pytest.fixture

@@ -21,6 +21,9 @@ __all__ = ["ROOT", "TUTORIAL_PAYLOAD", "SANITIZER_MARKS", "NotifySocket", "Poold
            "poold_bin", "recv_all", "recv_exact", "slow_factor"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Measured numbers from the `figures` fixture (tests/conftest.py), printed at
+# the end of the run whatever pytest's capture settings.
+FIGURES = []
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "WARNING: ThreadSanitizer")
 
@@ -206,12 +209,16 @@ class Poold:
     def sanitizer_reports(self):
         return [l for l in self.log() if any(m in l for m in SANITIZER_MARKS)]
 
-    def rss_kib(self):
+    def status_kib(self, key):
+        """A /proc/PID/status figure in KiB (VmRSS, VmHWM, ...), 0 if absent."""
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
         return 0
+
+    def rss_kib(self):
+        return self.status_kib("VmRSS")
 
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))

@@ -3,7 +3,8 @@
 `staged_usr` is tests/system's (make install DESTDIR=<tmp> of this tree, the
 release build, or POOLD_SYSTEM_DESTDIR); `fleet` builds one fleet for the
 whole module: the tests run in file order on it and each leaves both hosts
-in the backend. `figures` prints measured numbers at the end of the run.
+in the backend. `figures` (tests/conftest.py) prints measured numbers at the
+end of the run.
 """
 import os
 import sys
@@ -18,24 +19,7 @@ from container import container_support, skip_or_fail  # noqa: E402
 from system.conftest import staged_usr  # noqa: E402,F401  (the fixture)
 
 import fleetbox  # noqa: E402
-
-_FIGURES = []
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _FIGURES:
-        terminalreporter.section("poold fleet figures")
-        for name, value in _FIGURES:
-            terminalreporter.write_line("%s: %s" % (name, value))
-
-
-@pytest.fixture
-def figures(record_property):
-    def record(name, value):
-        _FIGURES.append((name, value))
-        record_property(name, value)
-        print("FIGURE %s: %s" % (name, value), file=sys.stderr)
-    return record
+from harness import FIGURES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,5 +30,5 @@ def fleet(staged_usr, tmp_path_factory):  # noqa: F811
     t0 = time.monotonic()
     with fleetbox.Fleet(staged_usr, str(tmp_path_factory.mktemp("fleet"))) as f:
         f.timings["up"] = time.monotonic() - t0
-        _FIGURES.append(("fleet up (network, log host, h1, h2, HAProxy; s)", "%.1f" % f.timings["up"]))
+        FIGURES.append(("fleet up (network, log host, h1, h2, HAProxy; s)", "%.1f" % f.timings["up"]))
         yield f

@@ -86,11 +86,12 @@ def status_value(p, pattern):
     return None
 
 
-def build_failmalloc(tmpdir):
-    """Builds the malloc-failing LD_PRELOAD shim (failmalloc.c) into tmpdir."""
-    so = os.path.join(str(tmpdir), "failmalloc.so")
+def build_shim(tmpdir, name):
+    """Builds the LD_PRELOAD shim NAME.c of this folder (failmalloc: malloc
+    fails on demand; failepoll: epoll_wait fails on demand) into tmpdir."""
+    so = os.path.join(str(tmpdir), name + ".so")
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o", so,
-                    os.path.join(HERE, "failmalloc.c"), "-ldl"], check=True, timeout=120)
+                    os.path.join(HERE, name + ".c"), "-ldl"], check=True, timeout=120)
     return so
 
 

@@ -1,27 +1,17 @@
 """The event loop's error exit: every connection still open (parked, queued
 for a worker or lingering) is closed and logged before poold exits, none is
 left to the kernel (and, under ASan, none leaks)."""
-import os
 import re
 import socket
-import subprocess
 import time
 
 from harness import recv_exact, slow_factor
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def build_failepoll(tmpdir):
-    so = os.path.join(str(tmpdir), "failepoll.so")
-    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o", so,
-                    os.path.join(HERE, "failepoll.c"), "-ldl"], check=True, timeout=120)
-    return so
+from reliability_helpers import build_shim
 
 
 def test_error_exit_closes_every_open_connection(poold, tmp_path):
     trigger = str(tmp_path / "fail-now")
-    env = {"LD_PRELOAD": build_failepoll(tmp_path), "FAILEPOLL_TRIGGER": trigger,
+    env = {"LD_PRELOAD": build_shim(tmp_path, "failepoll"), "FAILEPOLL_TRIGGER": trigger,
            "ASAN_OPTIONS": "verify_asan_link_order=0"}
     p = poold("[pool]\nthreads = 1\n[log]\nlevel = debug\nmessages = no\n", extra_env=env)
     parked = [p.connect() for _ in range(20)]

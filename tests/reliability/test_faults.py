@@ -11,7 +11,7 @@ import time
 import pytest
 
 from harness import TUTORIAL_PAYLOAD, recv_all, recv_exact, slow_factor
-from reliability_helpers import (build_failmalloc, count_log, fetch_payload, figure, read_all, sanitizer_of,
+from reliability_helpers import (build_shim, count_log, fetch_payload, figure, read_all, sanitizer_of,
                                  wait_fd_baseline, wait_until)
 
 
@@ -177,7 +177,7 @@ def test_out_of_memory_for_one_connection(poold, tmp_path):
     san = sanitizer_of()
     env = {}
     if not san:
-        env = {"LD_PRELOAD": build_failmalloc(tmp_path), "FAILMALLOC_MIN": str(1 << 20),
+        env = {"LD_PRELOAD": build_shim(tmp_path, "failmalloc"), "FAILMALLOC_MIN": str(1 << 20),
                "FAILMALLOC_COUNT": "2", "FAILMALLOC_ARMED": "1"}
     p = poold("[pool]\nthreads = 1\n[session]\nmessage_size = 1048576\nmax_messages = 3\n",
               extra_env=_oom_options(env))
@@ -218,7 +218,7 @@ def test_random_allocation_failures_under_load(poold, tmp_path):
     messages and the config is reloaded: poold neither crashes nor leaks fds,
     each client is served or closed cleanly, and once memory is back every
     client is served again."""
-    env = {"LD_PRELOAD": build_failmalloc(tmp_path), "FAILMALLOC_EVERY": "5"}
+    env = {"LD_PRELOAD": build_shim(tmp_path, "failmalloc"), "FAILMALLOC_EVERY": "5"}
     p = poold("[pool]\nthreads = 3\n[session]\nmax_messages = 2\n", extra_env=env, notify=True)
     fd0 = p.fd_count()
     load = Load(p, valid={TUTORIAL_PAYLOAD, b""})

@@ -236,7 +236,7 @@ def test_listener_refusal_reaches_the_journal_with_its_fields(poold, fake_journa
     sock.bind(str(fake_journal / "socket"))
     sock.settimeout(0.2)
     port = free_port()
-    p = start(poold, f"[listener guarded]\nallow = 127.0.0.2\naddress = 127.0.0.1:{port}\n")
+    start(poold, f"[listener guarded]\nallow = 127.0.0.2\naddress = 127.0.0.1:{port}\n")
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         assert recv_all(s) == b""
     entries = []
@@ -263,8 +263,8 @@ def test_proxied_session_carries_the_balancer_and_tls_fields(poold, fake_journal
     sock.bind(str(fake_journal / "socket"))
     sock.settimeout(0.2)
     port = free_port()
-    p = start(poold, f"[session]\nmax_messages = 0\n[listener lb]\nproxy_protocol = v2\nproxy_from = 127.0.0.1\n"
-                     f"address = 127.0.0.1:{port}\n")
+    start(poold, f"[session]\nmax_messages = 0\n[listener lb]\nproxy_protocol = v2\nproxy_from = 127.0.0.1\n"
+                 f"address = 127.0.0.1:{port}\n")
 
     def tlv(t, v):
         return bytes([t]) + struct.pack("!H", len(v)) + v

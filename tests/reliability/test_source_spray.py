@@ -34,28 +34,20 @@ def spray(p, start, n, deadline):
     return done
 
 
-def hwm_kib(p):
-    with open(f"/proc/{p.pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
 def test_spray_of_distinct_sources_keeps_memory_bounded(poold):
     p = poold("[session]\nmax_messages = 0\n[limits]\nper_source = 2\nper_source_rate = 1/s\n"
               "max_connections = 10000\n[log]\nlevel = notice\n")
     with p.connect() as s:
         assert recv_exact(s, 26) == TUTORIAL_PAYLOAD
-    base = hwm_kib(p)
+    base = p.status_kib("VmHWM")
     t0 = time.monotonic()
     deadline = t0 + 240 * slow_factor()
     first = spray(p, 0, SOURCES // 2, deadline)
-    mid = hwm_kib(p)
+    mid = p.status_kib("VmHWM")
     second = spray(p, SOURCES // 2, SOURCES // 2, deadline)
     elapsed = time.monotonic() - t0
     time.sleep(1.5)  # every bucket full again: the sweep frees the entries
-    peak = hwm_kib(p)
+    peak = p.status_kib("VmHWM")
     with p.connect() as s:  # still serving
         assert recv_exact(s, 26) == TUTORIAL_PAYLOAD
     figure("spray sources", first + second)

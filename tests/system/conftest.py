@@ -4,8 +4,8 @@
 and returns the /usr tree laid over the container's /usr; `box` boots a
 fresh container per test with that install, /etc/poold from the install, the
 test client in /root/client.py, and poold.socket enabled and started.
-`figures` collects measured numbers, printed at the end of the run whatever
-pytest's capture settings (and kept as junit properties via record_property).
+`figures` (tests/conftest.py) collects measured numbers; container boot times
+are printed at the end of the run.
 """
 import os
 import shutil
@@ -22,29 +22,16 @@ sys.path.insert(0, HERE)
 from container import container_support, skip_or_fail, stage_merged_usr  # noqa: E402
 from sysbox import boot_box  # noqa: E402
 
-_FIGURES = []
 _BOOTS = []
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _FIGURES or _BOOTS:
-        terminalreporter.section("poold system figures")
-        for name, value in _FIGURES:
-            terminalreporter.write_line("%s: %s" % (name, value))
     if _BOOTS:
         b = sorted(_BOOTS)
+        terminalreporter.section("poold container boots")
         terminalreporter.write_line(
             "container boot to running (s): n=%d min %.2f median %.2f max %.2f"
             % (len(b), b[0], b[len(b) // 2], b[-1]))
-
-
-@pytest.fixture
-def figures(record_property):
-    def record(name, value):
-        _FIGURES.append((name, value))
-        record_property(name, value)
-        print("FIGURE %s: %s" % (name, value), file=sys.stderr)
-    return record
 
 
 @pytest.fixture(scope="session")
