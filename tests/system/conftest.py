@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "lib"))
 sys.path.insert(0, HERE)
 
 from container import container_support, skip_or_fail, stage_merged_usr  # noqa: E402
-from sysbox import boot_box  # noqa: E402
+from sysbox import booted_box  # noqa: E402
 
 _BOOTS = []
 
@@ -67,12 +67,6 @@ def _finish_stage(dest):
 
 @pytest.fixture
 def box(staged_usr):
-    b = boot_box(staged_usr)
-    _BOOTS.append(b.c.boot_seconds)
-    try:
+    with booted_box(staged_usr) as b:
+        _BOOTS.append(b.c.boot_seconds)
         yield b
-    finally:
-        try:
-            b.c.stop()
-        finally:
-            b.c.cleanup()

@@ -3,6 +3,7 @@
 Kept apart from conftest.py so test modules can import it by a unique name.
 The Box it returns is tests/lib/box.py's (shared with tests/package).
 """
+import contextlib
 import os
 import sys
 
@@ -37,3 +38,17 @@ def boot_box(stage, enable_socket=True, **container_kw):
         c.cleanup()
         raise
     return Box(c, client=CLIENT, stage=stage)
+
+
+@contextlib.contextmanager
+def booted_box(stage, **kw):
+    """boot_box() for a with block: the container is stopped and removed at
+    its end, whatever happened."""
+    b = boot_box(stage, **kw)
+    try:
+        yield b
+    finally:
+        try:
+            b.c.stop()
+        finally:
+            b.c.cleanup()

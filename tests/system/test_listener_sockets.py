@@ -11,7 +11,7 @@ What these tests settle about systemd 252 (poold.8 relies on it):
   socket on a running system takes `systemctl stop poold.service` first.
 
 Each test boots its own container (tests/system/conftest.py's staged install,
-booted by sysbox.boot_box); clients run inside it on its own loopback.
+booted by sysbox.booted_box); clients run inside it on its own loopback.
 """
 import os
 import re
@@ -19,7 +19,7 @@ import re
 import pytest
 
 from common import TUTORIAL_PAYLOAD, wait_until
-from sysbox import REPO, boot_box
+from sysbox import REPO, booted_box
 
 GLOBAL = b"global payload\n"
 BANNER = b"SSH-2.0-poold\r\n"
@@ -52,30 +52,18 @@ def started_line(box):
 def two_sockets(staged_usr):
     """A container with CONF and both poold.socket and poold-banner.socket
     enabled and started (poold.service not started yet)."""
-    b = boot_box(staged_usr, enable_socket=False)
-    try:
+    with booted_box(staged_usr, enable_socket=False) as b:
         b.c.write_file("/etc/poold/poold.conf.d/50-banner.conf", CONF)
         b.sh("systemctl enable --now poold.socket poold-banner.socket")
         yield b
-    finally:
-        try:
-            b.c.stop()
-        finally:
-            b.c.cleanup()
 
 
 @pytest.fixture
 def one_socket(staged_usr):
     """As shipped: poold.socket enabled, poold-banner.socket installed only."""
-    b = boot_box(staged_usr)
-    try:
+    with booted_box(staged_usr) as b:
         b.c.write_file("/etc/poold/poold.conf.d/50-banner.conf", CONF)
         yield b
-    finally:
-        try:
-            b.c.stop()
-        finally:
-            b.c.cleanup()
 
 
 def test_banner_socket_is_installed_but_not_enabled(one_socket):
