@@ -204,42 +204,55 @@ static void accept_overloaded(struct reactor *r, size_t idx, int err)
 	r->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
 }
 
-/* The per-client checks: the listener's access lists, its rate, then
- * per_source and per_source_rate (the per-source table is only touched when
- * one of those is on). At accept, or once a PROXY header named the real
- * client; then from a worker, hence the lock. REFUSE_N: admitted. */
-static enum refusal admit(struct reactor *r, struct conn *c, uint32_t group, uint64_t now)
+/* The per-client checks, at accept or once a PROXY header named the real
+ * client. REFUSE_N: admitted. First the listener's access lists (the config
+ * is immutable: no lock)... */
+static enum refusal admit_acl(const struct conn *c)
+{
+	int a = acl_check(c->svc->acl, &c->peer.a);
+
+	return a == ACL_ALLOWED ? REFUSE_N : a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED;
+}
+
+/* ...then, with reg_lock held, its rate, per_source and per_source_rate
+ * (the per-source table is only touched when one of those is on). */
+static enum refusal admit_limits_locked(struct reactor *r, struct conn *c, uint64_t now)
 {
 	const struct service *svc = c->svc;
+	struct source_key key;
+	struct source *src;
 	enum refusal why = REFUSE_N;
-	int a = acl_check(svc->acl, &c->peer.a);
 
-	if (a != ACL_ALLOWED)
-		return a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED;
-	if (!svc->rate && !svc->per_source && !svc->per_source_rate)
+	if (svc->rate && !bucket_take(&r->ls[c->group].rate, svc->rate, now))
+		return REFUSE_RATE;
+	if (!svc->per_source && !svc->per_source_rate)
 		return REFUSE_N;
-	pthread_mutex_lock(&r->reg_lock);
-	if (svc->rate && !bucket_take(&r->ls[group].rate, svc->rate, now))
-		why = REFUSE_RATE;
-	if (why == REFUSE_N && (svc->per_source || svc->per_source_rate)) {
-		struct source_key key;
-		struct source *src;
-
-		source_key_make(&c->peer.a, group, r->cfg->ipv6_prefix, &key);
-		src = sources_get(r->sources, &key);
-		if (!src)
-			why = REFUSE_NO_MEMORY;
-		else if (svc->per_source && src->count >= svc->per_source)
-			why = REFUSE_PER_SOURCE;
-		else if (!bucket_take(&src->rate, svc->per_source_rate, now))
-			why = REFUSE_PER_SOURCE_RATE;
-		if (why == REFUSE_N) {
-			src->count++;
-			c->source = src;
-		} else if (src) {
-			sources_release(r->sources, src, now);
-		}
+	source_key_make(&c->peer.a, c->group, r->cfg->ipv6_prefix, &key);
+	src = sources_get(r->sources, &key);
+	if (!src)
+		return REFUSE_NO_MEMORY;
+	if (svc->per_source && src->count >= svc->per_source)
+		why = REFUSE_PER_SOURCE;
+	else if (!bucket_take(&src->rate, svc->per_source_rate, now))
+		why = REFUSE_PER_SOURCE_RATE;
+	if (why != REFUSE_N) {
+		sources_release(r->sources, src, now);
+		return why;
 	}
+	src->count++;
+	c->source = src;
+	return REFUSE_N;
+}
+
+/* Both, for a client a PROXY header named (from a worker). */
+static enum refusal admit(struct reactor *r, struct conn *c, uint64_t now)
+{
+	enum refusal why = admit_acl(c);
+
+	if (why != REFUSE_N || (!c->svc->rate && !c->svc->per_source && !c->svc->per_source_rate))
+		return why;
+	pthread_mutex_lock(&r->reg_lock);
+	why = admit_limits_locked(r, c, now);
 	pthread_mutex_unlock(&r->reg_lock);
 	return why;
 }
@@ -280,27 +293,29 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 	c->group = ls->group;
 	c->state = svc->proxy ? CONN_PROXY : CONN_SENDING;
 	c->start_usec = c->active_usec = now;
-	/* Only this thread adds conns: the count checked here can only fall
-	 * before the conn is added below. */
+	/* Access lists without the lock (the config is immutable), then one
+	 * critical section: max_connections, the limits, the registry. */
+	why = svc->proxy ? REFUSE_N : admit_acl(c);
 	pthread_mutex_lock(&r->reg_lock);
-	why = r->nconns >= r->cfg->max_connections ? REFUSE_MAX_CONNECTIONS : REFUSE_N;
-	pthread_mutex_unlock(&r->reg_lock);
+	if (why == REFUSE_N && r->nconns >= r->cfg->max_connections)
+		why = REFUSE_MAX_CONNECTIONS;
 	if (why == REFUSE_N && !svc->proxy)
-		why = admit(r, c, ls->group, now);
+		why = admit_limits_locked(r, c, now);
+	if (why == REFUSE_N) {
+		c->id = ++r->next_id;
+		c->cfg = config_ref(r->cfg);
+		c->next = r->conns;
+		if (r->conns)
+			r->conns->prev = c;
+		r->conns = c;
+		r->nconns++;
+	}
+	pthread_mutex_unlock(&r->reg_lock);
 	if (why != REFUSE_N) {
 		pthread_mutex_destroy(&c->lock);
 		free(c);
 		return refuse(r, fd, svc, &peer, why, NULL, NULL);
 	}
-	pthread_mutex_lock(&r->reg_lock);
-	c->id = ++r->next_id;
-	c->cfg = config_ref(r->cfg);
-	c->next = r->conns;
-	if (r->conns)
-		r->conns->prev = c;
-	r->conns = c;
-	r->nconns++;
-	pthread_mutex_unlock(&r->reg_lock);
 
 	if (log_enabled(r->log, LOG_DEBUG))
 		log_event(r->log, LOG_DEBUG, NULL,
@@ -443,7 +458,7 @@ static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
 	if (want == SESSION_ADMIT) {
 		/* The PROXY header named the client: admit it as at accept
 		 * (the balancer's own LOCAL checks are trusted by proxy_from). */
-		enum refusal why = c->health_check ? REFUSE_N : admit(r, c, c->group, now_usec());
+		enum refusal why = c->health_check ? REFUSE_N : admit(r, c, now_usec());
 
 		atomic_fetch_add_explicit(c->health_check ? &r->health_checks : &r->proxied, 1, memory_order_relaxed);
 		if (why != REFUSE_N)
