@@ -43,6 +43,20 @@ def recv_exact(sock, n, timeout=5.0):
     return bytes(data)
 
 
+def send_until_closed(sock, data, interval, timeout):
+    """Sends data every interval seconds until poold closes the connection
+    (EPIPE or a reset); returns the seconds that took, or None if it was
+    still open after timeout (stretched on sanitizer builds)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout * slow_factor():
+        try:
+            sock.send(data)
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - t0
+        time.sleep(interval)
+    return None
+
+
 def recv_all(sock, timeout=5.0):
     """Reads until the server closes the connection."""
     sock.settimeout(timeout * slow_factor())

@@ -7,7 +7,7 @@ import re
 import socket
 import time
 
-from harness import TUTORIAL_PAYLOAD, slow_factor
+from harness import TUTORIAL_PAYLOAD, send_until_closed, slow_factor
 
 PAYLOAD_LEN = 4 << 20
 
@@ -92,17 +92,9 @@ def test_client_that_keeps_sending_is_closed_after_lingering_time(poold, tmp_pat
     p = poold(f"[payload]\nfile = {path}\n[session]\nmax_messages = 0\n"
               "lingering_time = 500ms\nlingering_timeout = 5s\n")
     s = lingering_client(p, data)
-    t0 = time.monotonic()
-    closed = False
-    while time.monotonic() - t0 < 10 * slow_factor():
-        try:
-            s.send(b"z")
-        except (BrokenPipeError, ConnectionResetError):
-            closed = True
-            break
-        time.sleep(0.02)
-    assert closed
-    assert time.monotonic() - t0 < 5 * slow_factor()
+    took = send_until_closed(s, b"z", 0.02, 10)
+    assert took is not None
+    assert took < 5 * slow_factor()
     rec = p.wait_log(r"Closed connection 1 ")[0]
     assert "closed at lingering_time" in rec, rec
 
