@@ -24,6 +24,7 @@
 #include "access.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pool.h"
 #include "session.h"
@@ -77,6 +78,9 @@ struct lstate {
 	uint32_t group;
 	int defer_sec;      /* the TCP_DEFER_ACCEPT poold set on it; 0: none */
 	struct bucket rate; /* the group's `rate`, in its first fd's lstate */
+	/* The group's counts (poold_connections_*_total), in its first fd's. */
+	atomic_uint_fast64_t accepted;
+	atomic_uint_fast64_t refused_by[REFUSE_N];
 };
 
 struct reactor {
@@ -107,6 +111,9 @@ struct reactor {
 	uint64_t refuse_window_usec;
 	unsigned refuse_logged, refuse_suppressed;
 	atomic_uint_fast64_t proxied, health_checks; /* PROXY headers taken: PROXY, LOCAL */
+	/* Sessions that ended: what they moved and how long they took. */
+	atomic_uint_fast64_t messages, bytes_in, bytes_out, duration_sum, duration_bucket[METRICS_DURATION_BUCKETS + 1];
+	atomic_uint_fast64_t reloads_ok, reloads_failed, last_reload_usec;
 	char status[1536];
 	char reload_error[1024]; /* non-empty while the last reload failed */
 	void *scratch;           /* the reactor's buffer for the steps it runs */
@@ -117,8 +124,8 @@ static void conn_close(struct reactor *r, struct conn *c);
 /* Closes a client we will not serve, telling it so when overload = busy.
  * Called from the reactor (at accept) and from workers (after a PROXY
  * header); refuse_lock guards the log rate limit. */
-static void refuse(struct reactor *r, int fd, const struct service *svc, const struct peer *p, enum refusal why,
-		   const char *detail, const char *via)
+static void refuse(struct reactor *r, int fd, uint32_t group, const struct service *svc, const struct peer *p,
+		   enum refusal why, const char *detail, const char *via)
 {
 	uint64_t now = now_usec();
 	bool log_it = false;
@@ -136,6 +143,7 @@ static void refuse(struct reactor *r, int fd, const struct service *svc, const s
 	close(fd);
 	atomic_fetch_add_explicit(&r->refused, 1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&r->refused_by[why], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&r->ls[group].refused_by[why], 1, memory_order_relaxed);
 
 	/* A flood of refusals must not become a flood of log entries. */
 	pthread_mutex_lock(&r->refuse_lock);
@@ -192,7 +200,7 @@ static void accept_overloaded(struct reactor *r, size_t idx, int err)
 		close(r->reserve_fd);
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0)
-			refuse(r, fd, r->ls[idx].svc, &(struct peer){ .remote = "unknown", .addr = "unknown" },
+			refuse(r, fd, r->ls[idx].group, r->ls[idx].svc, &(struct peer){ .remote = "unknown", .addr = "unknown" },
 			       REFUSE_NO_FDS, NULL, NULL);
 		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	}
@@ -264,7 +272,7 @@ static void refuse_conn(struct reactor *r, struct conn *c, enum refusal why, con
 	int fd = c->fd;
 
 	c->fd = -1;
-	refuse(r, fd, c->svc, &c->peer, why, detail, c->proxy ? c->proxy->remote : NULL);
+	refuse(r, fd, c->group, c->svc, &c->peer, why, detail, c->proxy ? c->proxy->remote : NULL);
 	conn_close(r, c);
 }
 
@@ -282,10 +290,10 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 
 	peer_describe(fd, ss, len, &peer);
 	if (svc->proxy && acl_check(svc->proxy_acl, &peer.a) != ACL_ALLOWED)
-		return refuse(r, fd, svc, &peer, REFUSE_PROXY_UNTRUSTED, NULL, NULL);
+		return refuse(r, fd, ls->group, svc, &peer, REFUSE_PROXY_UNTRUSTED, NULL, NULL);
 	c = calloc(1, sizeof(*c));
 	if (!c)
-		return refuse(r, fd, svc, &peer, REFUSE_NO_MEMORY, NULL, NULL);
+		return refuse(r, fd, ls->group, svc, &peer, REFUSE_NO_MEMORY, NULL, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	c->fd = fd;
 	c->svc = svc;
@@ -314,7 +322,7 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 	if (why != REFUSE_N) {
 		pthread_mutex_destroy(&c->lock);
 		free(c);
-		return refuse(r, fd, svc, &peer, why, NULL, NULL);
+		return refuse(r, fd, ls->group, svc, &peer, why, NULL, NULL);
 	}
 
 	if (log_enabled(r->log, LOG_DEBUG))
@@ -338,7 +346,9 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 		/* The waiting room is full: undo (unlogged, uncounted) and refuse. */
 		c->fd = -1;
 		conn_close(r, c);
-		refuse(r, fd, svc, &peer, REFUSE_QUEUE_MAX, NULL, NULL);
+		refuse(r, fd, ls->group, svc, &peer, REFUSE_QUEUE_MAX, NULL, NULL);
+	} else if (!svc->proxy) {
+		atomic_fetch_add_explicit(&ls->accepted, 1, memory_order_relaxed);
 	}
 }
 
@@ -418,8 +428,18 @@ static int conn_park(struct reactor *r, struct conn *c, int want)
 static void conn_close(struct reactor *r, struct conn *c)
 {
 	if (c->fd >= 0) {
+		uint64_t d = now_usec() - c->start_usec;
+		size_t b = 0;
+
 		session_close(c, r->log);
 		atomic_fetch_add_explicit(&r->served, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->messages, c->messages, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->bytes_in, c->received + c->discarded, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->bytes_out, c->sent, memory_order_relaxed);
+		atomic_fetch_add_explicit(&r->duration_sum, d, memory_order_relaxed);
+		while (b < METRICS_DURATION_BUCKETS && d > metrics_duration_bounds_usec[b])
+			b++;
+		atomic_fetch_add_explicit(&r->duration_bucket[b], 1, memory_order_relaxed);
 	}
 	pthread_mutex_lock(&r->reg_lock);
 	if (c->prev)
@@ -463,6 +483,7 @@ static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
 		atomic_fetch_add_explicit(c->health_check ? &r->health_checks : &r->proxied, 1, memory_order_relaxed);
 		if (why != REFUSE_N)
 			return refuse_conn(r, c, why, NULL);
+		atomic_fetch_add_explicit(&r->ls[c->group].accepted, 1, memory_order_relaxed);
 		want = session_step(c, r->log, scratch);
 	}
 	if (want == SESSION_REFUSE)
@@ -711,6 +732,7 @@ static void reload(struct reactor *r)
 		log_event(r->log, LOG_ERR, MSGID_RELOAD_FAILED, NULL,
 			  "Failed to reload configuration: %s, keeping the previous one.", err);
 		snprintf(r->reload_error, sizeof(r->reload_error), "%s; serving the previous configuration. ", err);
+		atomic_fetch_add(&r->reloads_failed, 1);
 		update_status(r, true);
 		notify_ready();
 		return;
@@ -728,6 +750,8 @@ static void reload(struct reactor *r)
 	config_unref(r->cfg);
 	r->cfg = c;
 	r->reload_error[0] = '\0';
+	atomic_fetch_add(&r->reloads_ok, 1);
+	atomic_store(&r->last_reload_usec, realtime_usec());
 	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL,
 		  "Reloaded configuration: %u threads, payload of %zu bytes%s%s.", st.threads, c->def.payload.len,
 		  c->nlisteners ? ", listeners: " : "", listener_names(c, names, sizeof(names)));
@@ -870,6 +894,7 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 	pthread_mutex_init(&r->refuse_lock, NULL);
 	r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	r->watchdog_usec = notify_watchdog_usec();
+	atomic_store(&r->last_reload_usec, realtime_usec());
 
 	r->ls = calloc(l->n ? l->n : 1, sizeof(*r->ls));
 	if (!r->ls || getrandom(&seed, sizeof(seed), 0) != sizeof(seed) || sources_new(seed, &r->sources) < 0) {
@@ -940,4 +965,54 @@ struct reactor *reactor_free(struct reactor *r)
 	free(r->scratch);
 	free(r);
 	return NULL;
+}
+
+/* The counters for a scrape (metrics_collect_fn), from the metrics thread. */
+void reactor_metrics(void *ctx, struct metrics_snapshot *s)
+{
+	struct reactor *r = ctx;
+	struct pool_stats st;
+	size_t n = 0;
+
+	memset(s, 0, sizeof(*s));
+	s->listeners = calloc(r->listeners->n ? r->listeners->n : 1, sizeof(*s->listeners));
+	for (size_t i = 0; s->listeners && i < r->listeners->n; i++) {
+		struct metrics_listener *m = &s->listeners[n];
+		const struct lstate *ls = &r->ls[i];
+
+		if (ls->group != i)
+			continue; /* counted in its group's first fd */
+		m->name = r->listeners->names[i] ? r->listeners->names[i] : "default";
+		m->accepted = atomic_load_explicit(&ls->accepted, memory_order_relaxed);
+		for (int k = 0; k < REFUSE_N; k++)
+			m->refused[k] = atomic_load_explicit(&ls->refused_by[k], memory_order_relaxed);
+		n++;
+	}
+	s->nlisteners = n;
+	s->sessions_active = conn_count(r);
+	s->parked = atomic_load_explicit(&r->parked, memory_order_relaxed);
+	pool_stats(r->pool, &st);
+	s->queue_waiting = st.waiting;
+	s->threads_busy = st.busy;
+	s->threads_idle = st.threads - st.busy;
+	s->messages_received = atomic_load_explicit(&r->messages, memory_order_relaxed);
+	s->bytes_received = atomic_load_explicit(&r->bytes_in, memory_order_relaxed);
+	s->bytes_sent = atomic_load_explicit(&r->bytes_out, memory_order_relaxed);
+	for (int b = 0; b <= METRICS_DURATION_BUCKETS; b++) {
+		uint64_t k = atomic_load_explicit(&r->duration_bucket[b], memory_order_relaxed);
+
+		if (b < METRICS_DURATION_BUCKETS)
+			s->duration_bucket[b] = k;
+		s->duration_count += k;
+	}
+	s->duration_sum_usec = atomic_load_explicit(&r->duration_sum, memory_order_relaxed);
+	s->log_dropped = log_dropped(r->log);
+	s->reloads_success = atomic_load(&r->reloads_ok);
+	s->reloads_failure = atomic_load(&r->reloads_failed);
+	s->last_reload_success_usec = atomic_load(&r->last_reload_usec);
+	s->proxy_headers[PROXY_RESULT_PROXY] = atomic_load_explicit(&r->proxied, memory_order_relaxed);
+	s->proxy_headers[PROXY_RESULT_LOCAL] = atomic_load_explicit(&r->health_checks, memory_order_relaxed);
+	s->proxy_headers[PROXY_RESULT_BAD] = atomic_load_explicit(&r->refused_by[REFUSE_PROXY_BAD], memory_order_relaxed);
+	s->proxy_headers[PROXY_RESULT_TIMEOUT] =
+		atomic_load_explicit(&r->refused_by[REFUSE_PROXY_TIMEOUT], memory_order_relaxed);
 }

@@ -16,4 +16,7 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 int reactor_run(struct reactor *r);
 struct reactor *reactor_free(struct reactor *r);
 
+struct metrics_snapshot;
+void reactor_metrics(void *reactor, struct metrics_snapshot *ret);
+
 #endif

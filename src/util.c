@@ -10,12 +10,23 @@
 #include <sys/stat.h>
 #include <time.h>
 
-uint64_t now_usec(void)
+static uint64_t clock_usec(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t now_usec(void)
+{
+	return clock_usec(CLOCK_MONOTONIC);
+}
+
+/* Wall-clock time, for what is shown as a date (metrics timestamps). */
+uint64_t realtime_usec(void)
+{
+	return clock_usec(CLOCK_REALTIME);
 }
 
 /* The signals poold handles (through the reactor's signalfd): main.c

@@ -43,6 +43,7 @@ static inline int hex_value(char c)
 #define _cleanup_close_ __attribute__((cleanup(closep)))
 
 uint64_t now_usec(void);
+uint64_t realtime_usec(void);
 void handled_signals(sigset_t *ret);
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
 int parse_duration(const char *s, uint64_t *ret_usec);

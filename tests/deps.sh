@@ -8,11 +8,12 @@ systemd systemd-container util-linux iproute2 procps file binutils
 debhelper dpkg-dev fakeroot lintian debootstrap rpm rpmlint
 mandoc groff-base man-db
 nginx-light libnginx-mod-stream haproxy openssl systemd-journal-remote
+libmicrohttpd-dev prometheus curl python3-matplotlib
 clang clang-format libclang-rt-dev valgrind linux-perf"
 FEDORA_PKGS="gcc make pkgconf systemd-devel inih-devel python3 python3-pytest
 systemd systemd-container util-linux iproute procps-ng rpm-build rpmlint
 mandoc groff-base man-db nginx nginx-mod-stream haproxy openssl systemd-journal-remote clang clang-tools-extra
-compiler-rt valgrind"
+compiler-rt valgrind libmicrohttpd-devel golang-github-prometheus curl python3-matplotlib"
 
 if command -v apt-get >/dev/null 2>&1; then
 	pkgs=$DEBIAN_PKGS
