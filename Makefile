@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab profile
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab bench-scale profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -124,6 +124,12 @@ bench: $(BIN)
 	$(PYTHON) tests/bench/run $(BENCH_ARGS)
 bench-quick: $(BIN)
 	$(PYTHON) tests/bench/run --quick
+# poold and nginx on k = 1, 2, 4, ... server cores, load on the other CPUs
+# (issue 14): table, tests/bench/scale.json and scale.png (make bench-scale
+# SCALE_ARGS="--reps 3 --duration 4"; see tests/bench/scale --help).
+SCALE_OUT ?= tests/bench
+bench-scale: $(BIN)
+	$(PYTHON) tests/bench/scale --out $(SCALE_OUT)/scale.json --chart $(SCALE_OUT)/scale.png $(SCALE_ARGS)
 # Two poold builds, interleaved under W1/W2 (make bench-ab BASE=/path/to/old/poold).
 bench-ab: $(BIN)
 	$(PYTHON) tests/bench/ab $(BENCH_AB_ARGS) $(BASE) $(abspath $(BIN))

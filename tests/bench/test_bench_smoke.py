@@ -182,3 +182,72 @@ def test_sandbox_table_covers_every_setting_of_the_shipped_unit():
     assert "ExecStart" not in names and "Also" not in names
     for setting in b.DESIGN_SANDBOX:
         assert setting in lines, setting
+
+
+def scale_module():
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("bench_scale", os.path.join(HERE, "scale"))
+    spec = importlib.util.spec_from_loader("bench_scale", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+def test_scale_picks_k_and_projects():
+    """Pure parts of tests/bench/scale: which k a machine allows, how the
+    concurrency is split, and the projected curve's linear model and cap."""
+    s = scale_module()
+    assert s.k_values(2, 1024) == [1] and s.k_values(3, 1024) == [1]
+    assert s.k_values(16, 1024) == [1, 2, 4, 8] and s.k_values(16, 2) == [1, 2]
+    assert s.split_conc(64, 15) == [5] * 4 + [4] * 11 and sum(s.split_conc(64, 15)) == 64
+    assert s.split_conc(3, 8) == [1, 1, 1]
+    proj = s.projected_series({"k": [1, 2, 4, 8], "series": [
+        {"name": "a", "cpu_us_per_conn": 20.0, "serial_us_per_conn": 5.0},
+        {"name": "b", "cpu_us_per_conn": 10.0, "serial_fraction": 0.5},
+        {"name": "c", "cpu_us_per_conn": 25.0}]})
+    assert [round(v) for v in proj[0]["cps"]] == [50000, 100000, 200000, 200000]
+    assert [round(v) for v in proj[1]["cps"]] == [100000, 200000, 200000, 200000]
+    assert [round(v) for v in proj[2]["cps"]] == [40000, 80000, 160000, 320000]
+    assert all("projected" in p["label"] for p in proj)
+
+
+def test_scale_quick_mode_writes_numbers_and_a_chart(bindir, tmp_path):
+    """tests/bench/scale --quick (k=1, 1 rep, 1 s per server) end to end: the
+    JSON has a row per server with numbers in it, the PNG is written, and
+    --from redraws it with a projected curve. Nothing about speed is asserted."""
+    pytest.importorskip("matplotlib")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("tests/bench/scale needs 2 CPUs")
+    servers = []
+    poold = os.environ.get("POOLD_BIN", os.path.join(ROOT, "poold"))
+    if os.access(poold, os.X_OK):
+        servers += ["poold-m0", "poold-nolog"]
+    if os.access("/usr/sbin/nginx", os.X_OK) and \
+            os.path.exists("/usr/lib/nginx/modules/ngx_stream_module.so"):
+        servers.append("nginx")
+    if not servers:
+        pytest.skip("neither poold nor nginx is here")
+    out, png = tmp_path / "scale.json", tmp_path / "scale.png"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "scale"), "--quick",
+                        "--servers", ",".join(servers), "--poold", poold, "--bindir", str(bindir),
+                        "--out", str(out), "--chart", str(png)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| k | server | conn/s |" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["ks"] == [1] and len(data["cells"]) == len(servers)
+    assert [row["server"] for row in data["rows"]] == servers
+    for row in data["rows"]:
+        assert row["k"] == 1 and row["cps"] > 0 and row["cpu_us_per_conn"] > 0
+        assert 0 < row["busiest_share"] <= 1 and row["threads_working"] >= 1
+        assert row["bound_by"]
+        if row["server"] != "nginx" and "nginx" in servers:
+            assert row["cps_vs_nginx"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "again.svg"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "scale"), "--from", str(out),
+                        "--chart", str(svg), "--projected", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "projected" in svg.read_text()
