@@ -68,7 +68,7 @@ struct key {
  * list all follow it. KEY_SERVICE keys may also be set in [listener NAME]. */
 static const struct key keys[] = {
 	{ "pool", "threads", KEY_UINT, G(threads), "4", 1, 1024 },
-	{ "pool", "queue_max", KEY_UINT, G(queue_max), "1024", 1, 1048576 },
+	{ "pool", "queue_max", KEY_UINT, G(queue_max), "4096", 1, 1048576 }, /* CONFIG_QUEUE_MAX_DEFAULT */
 	{ "payload", "text", KEY_TEXT, V(payload), "(lp0\\nI1\\naI2\\naI7\\naI9\\naI0\\na.", 0, 0 },
 	{ "payload", "file", KEY_FILE, V(payload), NULL, 0, 0 },
 	{ "session", "max_messages", KEY_UINT, V(max_messages), "10", 0, 1000000 },

@@ -14,6 +14,8 @@
 
 #define CONFIG_DEFAULT_PATH "/etc/poold/poold.conf"
 #define LISTENERS_MAX       64 /* [listener NAME] sections */
+/* [pool] queue_max's default: the backlog poold.socket sets (Backlog=). */
+#define CONFIG_QUEUE_MAX_DEFAULT 4096
 
 enum { OVERLOAD_CLOSE, OVERLOAD_BUSY };
 
@@ -58,7 +60,7 @@ struct service {
 
 struct config {
 	atomic_uint refs;
-	unsigned threads, queue_max;
+	unsigned threads, queue_max; /* queue_max: the listen backlog when poold binds */
 	uint64_t shutdown_usec;
 	unsigned max_connections, ipv6_prefix;
 	int log_level;                            /* syslog priority, LOG_ERR..LOG_DEBUG */

@@ -1,24 +1,38 @@
-/* reactor.c - the main thread's event loop and the owner of every connection.
+/* reactor.c - poold's event loops, and the owner of every connection.
  *
- * DESIGN. One epoll set holds the listening sockets, a signalfd and the parked
- * connections. accept4() makes a conn, the registry counts it against
- * max_connections and per_source, and the pool runs it. A worker runs one
- * session step; when the client is not ready it parks the conn itself with an
- * EPOLLONESHOT re-arm (after one more look from the back of the queue when
- * other work is queued, see reactor_work()), so no worker ever waits on a
- * client, and idle clients cost a struct conn and an fd, not a thread. An
- * event hands the conn back to the pool. When a loop turn queued exactly one
- * conn and every worker sleeps, the reactor runs that step itself
- * (pool_run_alone()): waking a worker would cost more than the step. A
- * periodic sweep closes parked conns whose deadline passed.
+ * DESIGN: one event loop per thread, no thread in the middle. `threads`
+ * loop threads each own an epoll set holding every listening socket
+ * (EPOLLEXCLUSIVE: the kernel wakes one waiting loop per new client, not
+ * all of them) and the connections that loop accepted. A connection lives
+ * and dies in its loop: it is accepted there, its first step (the payload)
+ * runs at once, and when the client is not ready it stays registered,
+ * level-triggered, in that loop's epoll set until it is. Nothing is handed
+ * between threads, so nothing is re-armed (no EPOLLONESHOT), no queue or
+ * lock sits on a connection's path, and each loop sweeps its own deadlines.
+ * A slow or idle client holds a registration and a struct link, never a
+ * thread. This is the shape of nginx's workers, HAProxy's threads and
+ * Envoy's workers; leader/followers (POSA2) was the other candidate, but it
+ * still hands the one event set from thread to thread and re-arms every
+ * connection for each event, the cost this design removes. The main thread
+ * owns no connection: it reads signals (reload, stop), keeps STATUS= and the
+ * watchdog, and starts and retires loops when `threads` changes.
  *
- * Threading. Ownership of a conn moves reactor -> pool -> worker (or the
- * reactor, for a lone step) -> epoll -> reactor; only its owner touches it.
- * conn->lock makes "parked" and the epoll re-arm one step, so the sweep never
- * claims a conn a worker still runs.
- * reg_lock guards the registry list, the counts and the per-source table; it
- * nests outside conn->lock and the pool's lock, never inside them.
- * Signals are blocked in every thread (main.c) and read here from a signalfd.
+ * What stays exact across loops: max_connections is one atomic count taken
+ * (fetch-add, then checked) before a client is admitted, so it is never
+ * exceeded; per_source, per_source_rate and rate share one lock, taken only
+ * when one of them is set. Counters are per loop, written only by their
+ * loop and summed when read (STATUS=, metrics).
+ *
+ * The waiting room (queue_max) is now the listening sockets' backlog: the
+ * clients that connected and wait for a loop to accept them. Nothing else
+ * waits: an accepted client is served in the same turn.
+ *
+ * Threading. A loop touches only its own struct loop and links; it reads
+ * the shared config under cfg_lock when the main thread published a new
+ * one (epoch). The main thread writes the flags (epoch, stopping,
+ * aborting, retire) and wakes loops through their eventfd. loops_lock
+ * guards the list of loops for readers outside the main thread (metrics).
+ * Signals are blocked in every thread (main.c) and read from a signalfd.
  */
 #include "reactor.h"
 #include "access.h"
@@ -26,7 +40,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
-#include "pool.h"
 #include "session.h"
 #include "util.h"
 
@@ -35,23 +48,32 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#define ACCEPT_BATCH        64                    /* accepts per listener wake-up, for fairness */
+#define LOOPS_MAX           1024                  /* [pool] threads' upper bound */
+#define ACCEPT_BATCH        16                    /* accepts per listener wake-up: the rest go to other loops */
 #define ACCEPT_PAUSE_USEC   (100 * USEC_PER_MSEC) /* after EMFILE/ENOBUFS */
 #define STATUS_USEC         USEC_PER_SEC
 #define REFUSE_LOGS_PER_SEC 10
-#define TAG_SIGNAL          UINT64_C(1) /* epoll data: odd values are not conns */
+#define TAG_WAKE            UINT64_C(1) /* epoll data: odd values are not links */
 #define TAG_LISTENER(i)     ((uint64_t)(i) << 2 | 3)
+
+/* A counter with one writer (its loop) and any number of readers: a
+ * relaxed load and store, no locked read-modify-write on the hot path. */
+#define STAT_ADD(x, n) \
+	atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), memory_order_relaxed)
+#define STAT(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 static const struct {
 	const char *name, *text;
@@ -73,60 +95,139 @@ static const struct {
 /* Each listening fd: the settings it serves with (from the current config)
  * and its group, the listener whose counts and rate it shares (fds with the
  * same name are one listener). */
+
+/* Each listening fd: its name (a copy: the fds close at stop while metrics
+ * still name them) and its group, the listener whose counts and rate it
+ * shares (fds with the same name are one listener). */
 struct lstate {
-	const struct service *svc;
+	int fd;
+	char *name;
 	uint32_t group;
 	int defer_sec;      /* the TCP_DEFER_ACCEPT poold set on it; 0: none */
-	struct bucket rate; /* the group's `rate`, in its first fd's lstate */
-	/* The group's counts (poold_connections_*_total), in its first fd's. */
-	atomic_uint_fast64_t accepted;
+	struct bucket rate; /* the group's `rate`, in its first fd's lstate; under limits_lock */
+};
+
+/* A connection as its loop holds it: the session, and around it what only
+ * the loop needs. */
+struct link {
+	struct conn conn; /* first member */
+	struct link *prev, *next;
+	struct config *cfg;    /* the config it was accepted under (a reference) */
+	struct source *source; /* per-source entry (under limits_lock); NULL: untracked */
+	uint32_t group;
+	uint32_t events;        /* what it is registered for in the loop's epoll; 0: not yet */
+	uint64_t deadline_usec; /* the step that runs once it passes (the loop's sweep) */
+};
+
+/* A loop's counters: written by the loop alone, summed by readers. */
+struct loop_stats {
+	atomic_uint_fast64_t served, refused, proxied, health_checks, turns;
+	atomic_uint_fast64_t messages, bytes_in, bytes_out, duration_sum;
 	atomic_uint_fast64_t refused_by[REFUSE_N];
+	atomic_uint_fast64_t duration_bucket[METRICS_DURATION_BUCKETS + 1];
+	atomic_uint conns, parked;
+	atomic_bool busy; /* between epoll_wait() returning and the next one */
+};
+
+struct group_stats {
+	atomic_uint_fast64_t accepted;
+	atomic_uint_fast64_t refused[REFUSE_N];
+};
+
+struct loop {
+	struct reactor *r;
+	unsigned index;
+	pthread_t thread;
+	bool started, joined;
+	int epfd, wakefd;
+	struct link *conns;          /* every connection it owns */
+	struct config *cfg;          /* its reference to the current config */
+	const struct service **svc;  /* per listening fd, under cfg */
+	uint64_t epoch;              /* the reactor's epoch it last acted on */
+	bool listening, unlistened;  /* listening fds in its set; removed for good */
+	bool aborted;
+	uint64_t accept_resume_usec; /* after an accept failure */
+	uint64_t next_sweep_usec;
+	void *scratch;       /* the sessions' read buffer */
+	atomic_bool retire;  /* reload shrank the pool: finish what it has, then exit */
+	atomic_bool exited;
+	uint64_t wd_turns;   /* main thread: turns at the last watchdog look */
+	struct loop *next_retired;
+	struct group_stats *groups; /* per listening fd, used at its group's index */
+	struct loop_stats st __attribute__((aligned(64)));
 };
 
 struct reactor {
 	const char *config_path;
-	struct config *cfg; /* current; reactor thread only */
 	struct listeners *listeners;
-	struct lstate *ls; /* per listening fd; reactor thread only */
+	struct lstate *ls;
+	size_t nfds;
 	struct log *log;
-	struct pool *pool;
-	int epfd, sigfd, reserve_fd;
+	int sigfd, wakefd;
 
-	/* reg_lock guards these. */
-	pthread_mutex_t reg_lock;
-	struct conn *conns; /* every open connection */
-	unsigned nconns;
-	struct sources *sources; /* per-source counts and rates */
+	/* cfg is written by the main thread under cfg_lock; loops take a
+	 * reference under it when the epoch changed. */
+	pthread_mutex_t cfg_lock;
+	struct config *cfg;
+	atomic_uint_fast64_t epoch; /* bumped on every change a loop must see */
+	atomic_bool stopping, aborting;
+	atomic_int failed;        /* a loop's epoll_wait() failed: its errno */
+	atomic_uint unlistened;   /* loops that removed the listeners */
+	bool listeners_closed;
 
-	atomic_uint parked;
-	atomic_uint_fast64_t served, refused;
-	atomic_uint_fast64_t refused_by[REFUSE_N];
-	atomic_bool aborting; /* shutdown deadline passed: close, don't park */
-	uint64_t next_id;
-	bool stopping, accepting;
-	uint64_t accept_resume_usec, drain_deadline_usec;
-	uint64_t next_sweep_usec, next_status_usec, next_watchdog_usec;
-	uint64_t watchdog_usec, watchdog_done;
+	/* loops_lock guards these for readers outside the main thread. */
+	pthread_mutex_t loops_lock;
+	struct loop *loops[LOOPS_MAX];
+	unsigned nloops, started;
+	struct loop *retired;
+
+	/* limits_lock guards the per-source table and the rate buckets. */
+	pthread_mutex_t limits_lock;
+	struct sources *sources;
+
+	/* The two counts every accept touches, on a line of their own. */
+	struct {
+		atomic_uint nconns; /* open connections, against max_connections */
+		atomic_uint_fast64_t next_id;
+	} shared __attribute__((aligned(64)));
+
+	pthread_mutex_t reserve_lock; /* the spare fd for EMFILE */
+	int reserve_fd;
 	pthread_mutex_t refuse_lock; /* guards the refusal log's rate limit */
 	uint64_t refuse_window_usec;
 	unsigned refuse_logged, refuse_suppressed;
-	atomic_uint_fast64_t proxied, health_checks; /* PROXY headers taken: PROXY, LOCAL */
-	/* Sessions that ended: what they moved and how long they took. */
-	atomic_uint_fast64_t messages, bytes_in, bytes_out, duration_sum, duration_bucket[METRICS_DURATION_BUCKETS + 1];
+
+	/* Main thread. */
+	uint64_t drain_deadline_usec, next_sweep_usec, next_status_usec, next_watchdog_usec, watchdog_usec;
 	atomic_uint_fast64_t reloads_ok, reloads_failed, last_reload_usec;
 	char status[1536];
 	char reload_error[1024]; /* non-empty while the last reload failed */
-	void *scratch;           /* the reactor's buffer for the steps it runs */
 };
 
-static void conn_close(struct reactor *r, struct conn *c);
+static void wake(int fd)
+{
+	uint64_t one = 1;
+
+	(void)!write(fd, &one, sizeof(one));
+}
+
+static void wake_loops(struct reactor *r)
+{
+	atomic_fetch_add(&r->epoch, 1);
+	for (unsigned i = 0; i < r->nloops; i++)
+		wake(r->loops[i]->wakefd);
+	for (struct loop *l = r->retired; l; l = l->next_retired)
+		if (!l->joined)
+			wake(l->wakefd);
+}
 
 /* Closes a client we will not serve, telling it so when overload = busy.
- * Called from the reactor (at accept) and from workers (after a PROXY
- * header); refuse_lock guards the log rate limit. */
-static void refuse(struct reactor *r, int fd, uint32_t group, const struct service *svc, const struct peer *p,
+ * Called at accept and after a PROXY header, in the loop that holds it;
+ * refuse_lock guards the log rate limit. */
+static void refuse(struct loop *l, int fd, uint32_t group, const struct service *svc, const struct peer *p,
 		   enum refusal why, const char *detail, const char *via)
 {
+	struct reactor *r = l->r;
 	uint64_t now = now_usec();
 	bool log_it = false;
 	unsigned suppressed = 0;
@@ -141,9 +242,9 @@ static void refuse(struct reactor *r, int fd, uint32_t group, const struct servi
 		(void)!send(fd, b->data, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	}
 	close(fd);
-	atomic_fetch_add_explicit(&r->refused, 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&r->refused_by[why], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&r->ls[group].refused_by[why], 1, memory_order_relaxed);
+	STAT_ADD(l->st.refused, 1);
+	STAT_ADD(l->st.refused_by[why], 1);
+	STAT_ADD(l->groups[group].refused[why], 1);
 
 	/* A flood of refusals must not become a flood of log entries. */
 	pthread_mutex_lock(&r->refuse_lock);
@@ -173,69 +274,83 @@ static void refuse(struct reactor *r, int fd, uint32_t group, const struct servi
 			  detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
 }
 
-static void listeners_arm(struct reactor *r, bool on)
+/* Adds the listening fds to the loop's set, or removes them. */
+static void loop_listen(struct loop *l, bool on)
 {
-	if (r->accepting == on)
-		return;
-	for (size_t i = 0; i < r->listeners->n; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_LISTENER(i) };
+	struct reactor *r = l->r;
 
-		if (r->listeners->fds[i] < 0)
+	if (l->listening == on || (on && l->unlistened))
+		return;
+	for (size_t i = 0; i < r->nfds; i++) {
+		struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTENER(i) };
+
+		if (r->ls[i].fd < 0)
 			continue;
-		if (epoll_ctl(r->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, r->listeners->fds[i], &ev) < 0)
+		if (epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, r->ls[i].fd, &ev) < 0)
 			log_event(r->log, LOG_WARNING, NULL, NULL, "Failed to %s listening socket: %s, ignoring.",
 				  on ? "watch" : "unwatch", strerror(errno));
 	}
-	r->accepting = on;
+	l->listening = on;
 }
 
 /* accept() failed for lack of fds or memory: drop the client at the head of
  * the backlog with the reserved fd (so it is not left hanging), and stop
- * accepting for a moment instead of spinning on a level-triggered socket. */
-static void accept_overloaded(struct reactor *r, size_t idx, int err)
+ * accepting in this loop for a moment instead of spinning on a
+ * level-triggered socket. */
+static void accept_overloaded(struct loop *l, size_t idx, int err)
 {
-	int lfd = r->listeners->fds[idx];
+	struct reactor *r = l->r;
 
-	if ((err == EMFILE || err == ENFILE) && r->reserve_fd >= 0) {
-		close(r->reserve_fd);
-		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd >= 0)
-			refuse(r, fd, r->ls[idx].group, r->ls[idx].svc, &(struct peer){ .remote = "unknown", .addr = "unknown" },
-			       REFUSE_NO_FDS, NULL, NULL);
-		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (err == EMFILE || err == ENFILE) {
+		pthread_mutex_lock(&r->reserve_lock);
+		if (r->reserve_fd >= 0) {
+			close(r->reserve_fd);
+			int fd = accept4(r->ls[idx].fd, NULL, NULL, SOCK_CLOEXEC);
+			if (fd >= 0)
+				refuse(l, fd, r->ls[idx].group, l->svc[idx],
+				       &(struct peer){ .remote = "unknown", .addr = "unknown" }, REFUSE_NO_FDS, NULL,
+				       NULL);
+			r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		}
+		pthread_mutex_unlock(&r->reserve_lock);
 	}
-	if (log_enabled(r->log, LOG_WARNING) && r->accepting)
+	if (log_enabled(r->log, LOG_WARNING))
 		log_event(r->log, LOG_WARNING, NULL, NULL,
 			  "Failed to accept connection: %s, pausing accepts for %" PRIu64 " ms.", strerror(err),
 			  ACCEPT_PAUSE_USEC / 1000);
-	listeners_arm(r, false);
-	r->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
+	loop_listen(l, false);
+	l->accept_resume_usec = now_usec() + ACCEPT_PAUSE_USEC;
 }
 
 /* The per-client checks, at accept or once a PROXY header named the real
  * client. REFUSE_N: admitted. First the listener's access lists (the config
  * is immutable: no lock)... */
-static enum refusal admit_acl(const struct conn *c)
+static enum refusal admit_acl(const struct service *svc, const struct addr *a)
 {
-	int a = acl_check(c->svc->acl, &c->peer.a);
+	int k = acl_check(svc->acl, a);
 
-	return a == ACL_ALLOWED ? REFUSE_N : a == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED;
+	return k == ACL_ALLOWED ? REFUSE_N : k == ACL_DENIED ? REFUSE_DENY : REFUSE_NOT_ALLOWED;
 }
 
-/* ...then, with reg_lock held, its rate, per_source and per_source_rate
- * (the per-source table is only touched when one of those is on). */
-static enum refusal admit_limits_locked(struct reactor *r, struct conn *c, uint64_t now)
+static bool has_limits(const struct service *svc)
 {
-	const struct service *svc = c->svc;
+	return svc->rate || svc->per_source || svc->per_source_rate;
+}
+
+/* ...then, with limits_lock held, its rate, per_source and per_source_rate
+ * (the per-source table is only touched when one of those is on). */
+static enum refusal admit_limits_locked(struct reactor *r, struct link *k, uint64_t now)
+{
+	const struct service *svc = k->conn.svc;
 	struct source_key key;
 	struct source *src;
 	enum refusal why = REFUSE_N;
 
-	if (svc->rate && !bucket_take(&r->ls[c->group].rate, svc->rate, now))
+	if (svc->rate && !bucket_take(&r->ls[k->group].rate, svc->rate, now))
 		return REFUSE_RATE;
 	if (!svc->per_source && !svc->per_source_rate)
 		return REFUSE_N;
-	source_key_make(&c->peer.a, c->group, r->cfg->ipv6_prefix, &key);
+	source_key_make(&k->conn.peer.a, k->group, k->cfg->ipv6_prefix, &key);
 	src = sources_get(r->sources, &key);
 	if (!src)
 		return REFUSE_NO_MEMORY;
@@ -248,91 +363,186 @@ static enum refusal admit_limits_locked(struct reactor *r, struct conn *c, uint6
 		return why;
 	}
 	src->count++;
-	c->source = src;
+	k->source = src;
 	return REFUSE_N;
 }
 
-/* Both, for a client a PROXY header named (from a worker). */
-static enum refusal admit(struct reactor *r, struct conn *c, uint64_t now)
+/* Both, for a client a PROXY header named, or at accept. */
+static enum refusal admit(struct reactor *r, struct link *k, uint64_t now)
 {
-	enum refusal why = admit_acl(c);
+	enum refusal why = admit_acl(k->conn.svc, &k->conn.peer.a);
 
-	if (why != REFUSE_N || (!c->svc->rate && !c->svc->per_source && !c->svc->per_source_rate))
+	if (why != REFUSE_N || !has_limits(k->conn.svc))
 		return why;
-	pthread_mutex_lock(&r->reg_lock);
-	why = admit_limits_locked(r, c, now);
-	pthread_mutex_unlock(&r->reg_lock);
+	pthread_mutex_lock(&r->limits_lock);
+	why = admit_limits_locked(r, k, now);
+	pthread_mutex_unlock(&r->limits_lock);
 	return why;
+}
+
+/* Ends a session in its loop: logs the close record (a session that was
+ * never admitted has fd -1 and none), counts it, and frees the link.
+ * close() takes the socket out of the loop's epoll set: poold holds its
+ * only reference. */
+static void link_close(struct loop *l, struct link *k)
+{
+	struct reactor *r = l->r;
+	struct conn *c = &k->conn;
+
+	if (c->fd >= 0) {
+		uint64_t d = now_usec() - c->start_usec;
+		size_t b = 0;
+
+		session_close(c, r->log);
+		STAT_ADD(l->st.served, 1);
+		STAT_ADD(l->st.messages, c->messages);
+		STAT_ADD(l->st.bytes_in, c->received + c->discarded);
+		STAT_ADD(l->st.bytes_out, c->sent);
+		STAT_ADD(l->st.duration_sum, d);
+		while (b < METRICS_DURATION_BUCKETS && d > metrics_duration_bounds_usec[b])
+			b++;
+		STAT_ADD(l->st.duration_bucket[b], 1);
+	}
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		l->conns = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	STAT_ADD(l->st.conns, -1);
+	if (k->events)
+		STAT_ADD(l->st.parked, -1);
+	atomic_fetch_sub_explicit(&r->shared.nconns, 1, memory_order_relaxed);
+	if (k->source) {
+		pthread_mutex_lock(&r->limits_lock);
+		k->source->count--;
+		sources_release(r->sources, k->source, now_usec());
+		pthread_mutex_unlock(&r->limits_lock);
+	}
+	config_unref(k->cfg);
+	free(c->proxy);
+	free(c->hdr);
+	free(k);
 }
 
 /* Refuses a client after it was accepted: closes it unlogged as a session
  * (it never was one) and logs the refusal. */
-static void refuse_conn(struct reactor *r, struct conn *c, enum refusal why, const char *detail)
+static void refuse_link(struct loop *l, struct link *k, enum refusal why, const char *detail)
 {
+	struct conn *c = &k->conn;
 	int fd = c->fd;
 
 	c->fd = -1;
-	refuse(r, fd, c->group, c->svc, &c->peer, why, detail, c->proxy ? c->proxy->remote : NULL);
-	conn_close(r, c);
+	refuse(l, fd, k->group, c->svc, &c->peer, why, detail, c->proxy ? c->proxy->remote : NULL);
+	link_close(l, k);
 }
 
-/* Admits a client or refuses it: on a PROXY listener only the sender and
- * max_connections here (the header names whom the rest is about), else
- * admit() at once. */
-static void accept_one(struct reactor *r, size_t idx, int fd, const struct sockaddr_storage *ss, socklen_t len)
+/* Runs one step of a session, then closes it or leaves it registered for
+ * what it waits for: EPOLL_CTL_ADD after its first step, EPOLL_CTL_MOD
+ * only when it turns from writing to reading, nothing otherwise. */
+static void run_step(struct loop *l, struct link *k)
 {
-	struct lstate *ls = &r->ls[idx];
-	const struct service *svc = ls->svc;
-	struct peer peer;
-	struct conn *c;
+	struct reactor *r = l->r;
+	struct conn *c = &k->conn;
+	int want = session_step(c, r->log, &l->scratch);
+	uint32_t events;
+
+	if (want == SESSION_ADMIT) {
+		/* The PROXY header named the client: admit it as at accept
+		 * (the balancer's own LOCAL checks are trusted by proxy_from). */
+		enum refusal why = c->health_check ? REFUSE_N : admit(r, k, now_usec());
+
+		if (c->health_check)
+			STAT_ADD(l->st.health_checks, 1);
+		else
+			STAT_ADD(l->st.proxied, 1);
+		if (why != REFUSE_N)
+			return refuse_link(l, k, why, NULL);
+		STAT_ADD(l->groups[k->group].accepted, 1);
+		want = session_step(c, r->log, &l->scratch);
+	}
+	if (want == SESSION_REFUSE)
+		return refuse_link(l, k, (enum refusal)c->refusal, c->refusal_detail);
+	if (want != SESSION_DONE && atomic_load_explicit(&r->aborting, memory_order_relaxed)) {
+		session_abort(c, "poold is stopping");
+		want = SESSION_DONE;
+	}
+	if (want == SESSION_DONE)
+		return link_close(l, k);
+	events = want == SESSION_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+	if (k->events != events) {
+		struct epoll_event ev = { .events = events, .data.ptr = k };
+
+		if (epoll_ctl(l->epfd, k->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			session_abort(c, "failed to wait for the client");
+			return link_close(l, k);
+		}
+		if (!k->events)
+			STAT_ADD(l->st.parked, 1);
+		k->events = events;
+	}
+	k->deadline_usec = session_deadline(c);
+}
+
+/* Admits a client or refuses it, then runs its first step: on a PROXY
+ * listener only the sender and max_connections here (the header names
+ * whom the rest is about), else the access lists and limits at once. */
+static void accept_one(struct loop *l, size_t idx, int fd, const struct sockaddr_storage *ss, socklen_t len)
+{
+	struct reactor *r = l->r;
+	const struct service *svc = l->svc[idx];
+	uint32_t group = r->ls[idx].group;
 	uint64_t now = now_usec();
-	enum refusal why;
+	enum refusal why = REFUSE_N;
+	struct peer peer;
+	struct link *k;
 
 	peer_describe(fd, ss, len, &peer);
 	if (svc->proxy && acl_check(svc->proxy_acl, &peer.a) != ACL_ALLOWED)
-		return refuse(r, fd, ls->group, svc, &peer, REFUSE_PROXY_UNTRUSTED, NULL, NULL);
-	c = calloc(1, sizeof(*c));
-	if (!c)
-		return refuse(r, fd, ls->group, svc, &peer, REFUSE_NO_MEMORY, NULL, NULL);
-	pthread_mutex_init(&c->lock, NULL);
-	c->fd = fd;
-	c->svc = svc;
-	c->peer = peer;
-	c->group = ls->group;
-	c->state = svc->proxy ? CONN_PROXY : CONN_SENDING;
-	c->start_usec = c->active_usec = now;
-	/* Access lists without the lock (the config is immutable), then one
-	 * critical section: max_connections, the limits, the registry. */
-	why = svc->proxy ? REFUSE_N : admit_acl(c);
-	pthread_mutex_lock(&r->reg_lock);
-	if (why == REFUSE_N && r->nconns >= r->cfg->max_connections)
-		why = REFUSE_MAX_CONNECTIONS;
-	if (why == REFUSE_N && !svc->proxy)
-		why = admit_limits_locked(r, c, now);
-	if (why == REFUSE_N) {
-		c->id = ++r->next_id;
-		c->cfg = config_ref(r->cfg);
-		c->next = r->conns;
-		if (r->conns)
-			r->conns->prev = c;
-		r->conns = c;
-		r->nconns++;
+		return refuse(l, fd, group, svc, &peer, REFUSE_PROXY_UNTRUSTED, NULL, NULL);
+	if (!svc->proxy)
+		why = admit_acl(svc, &peer.a);
+	if (why != REFUSE_N)
+		return refuse(l, fd, group, svc, &peer, why, NULL, NULL);
+	/* Taken first and given back on refusal, so the count never passes
+	 * max_connections however many loops accept at once. */
+	if (atomic_fetch_add_explicit(&r->shared.nconns, 1, memory_order_relaxed) >= l->cfg->max_connections) {
+		atomic_fetch_sub_explicit(&r->shared.nconns, 1, memory_order_relaxed);
+		return refuse(l, fd, group, svc, &peer, REFUSE_MAX_CONNECTIONS, NULL, NULL);
 	}
-	pthread_mutex_unlock(&r->reg_lock);
-	if (why != REFUSE_N) {
-		pthread_mutex_destroy(&c->lock);
-		free(c);
-		return refuse(r, fd, ls->group, svc, &peer, why, NULL, NULL);
+	k = calloc(1, sizeof(*k));
+	if (!k) {
+		atomic_fetch_sub_explicit(&r->shared.nconns, 1, memory_order_relaxed);
+		return refuse(l, fd, group, svc, &peer, REFUSE_NO_MEMORY, NULL, NULL);
 	}
-
+	k->conn.fd = fd;
+	k->conn.svc = svc;
+	k->conn.peer = peer;
+	k->conn.state = svc->proxy ? CONN_PROXY : CONN_SENDING;
+	k->conn.start_usec = k->conn.active_usec = now;
+	k->cfg = config_ref(l->cfg);
+	k->group = group;
+	k->next = l->conns;
+	if (l->conns)
+		l->conns->prev = k;
+	l->conns = k;
+	STAT_ADD(l->st.conns, 1);
+	if (!svc->proxy && has_limits(svc)) {
+		pthread_mutex_lock(&r->limits_lock);
+		why = admit_limits_locked(r, k, now);
+		pthread_mutex_unlock(&r->limits_lock);
+		if (why != REFUSE_N)
+			return refuse_link(l, k, why, NULL);
+	}
+	k->conn.id = atomic_fetch_add_explicit(&r->shared.next_id, 1, memory_order_relaxed) + 1;
 	if (log_enabled(r->log, LOG_DEBUG))
 		log_event(r->log, LOG_DEBUG, NULL,
-			  &(struct log_conn){ .id = c->id,
+			  &(struct log_conn){ .id = k->conn.id,
 					      .remote = peer.remote,
 					      .addr = peer.addr,
 					      .port = peer.port,
 					      .listener = svc->name },
-			  "Accepted connection %" PRIu64 " from %s%s%s", c->id, peer.remote,
+			  "Accepted connection %" PRIu64 " from %s%s%s", k->conn.id, peer.remote,
 			  svc->name ? " on listener " : "", svc->name ? svc->name : "");
 	/* A cap on what the kernel holds for a client that does not read
 	 * (send_buffer); the kernel doubles it and clamps it to
@@ -342,30 +552,22 @@ static void accept_one(struct reactor *r, size_t idx, int fd, const struct socka
 
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sb, sizeof(sb));
 	}
-	if (pool_submit(r->pool, &c->item, POOL_FRESH | POOL_NOWAKE) < 0) {
-		/* The waiting room is full: undo (unlogged, uncounted) and refuse. */
-		c->fd = -1;
-		conn_close(r, c);
-		refuse(r, fd, ls->group, svc, &peer, REFUSE_QUEUE_MAX, NULL, NULL);
-	} else if (!svc->proxy) {
-		atomic_fetch_add_explicit(&ls->accepted, 1, memory_order_relaxed);
-	}
+	if (!svc->proxy)
+		STAT_ADD(l->groups[group].accepted, 1);
+	run_step(l, k);
 }
 
-static void on_listener(struct reactor *r, size_t idx)
+static void on_listener(struct loop *l, size_t idx)
 {
-	int lfd;
-
-	/* A SIGTERM earlier in the same epoll batch closed the listeners
-	 * (stop()): their events are stale. */
-	if (!r->accepting || idx >= r->listeners->n)
+	/* The loop removed the listeners earlier in this turn (stop, retire
+	 * or an accept failure): their events are stale. */
+	if (!l->listening || idx >= l->r->nfds)
 		return;
-	lfd = r->listeners->fds[idx];
 
-	for (int i = 0; i < ACCEPT_BATCH && r->accepting; i++) {
+	for (int i = 0; i < ACCEPT_BATCH && l->listening; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
-		int fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->r->ls[idx].fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			switch (errno) {
@@ -377,161 +579,29 @@ static void on_listener(struct reactor *r, size_t idx)
 			case EAGAIN:
 				return;
 			default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM and the rest */
-				accept_overloaded(r, idx, errno);
+				accept_overloaded(l, idx, errno);
 				return;
 			}
 		}
 		if (len == 0 || ss.ss_family == AF_UNSPEC)
 			ss.ss_family = AF_UNIX;
-		accept_one(r, idx, fd, &ss, len);
+		accept_one(l, idx, fd, &ss, len);
 	}
 }
 
-/* Hands a parked conn whose client became ready back to the pool. */
-static void on_conn(struct reactor *r, struct conn *c)
+/* Runs the step of every connection whose deadline passed: the session
+ * sees the time and closes, or starts lingering. */
+static void sweep(struct loop *l, uint64_t now)
 {
-	pthread_mutex_lock(&c->lock);
-	if (!c->parked) {
-		pthread_mutex_unlock(&c->lock);
-		return;
-	}
-	c->parked = false;
-	atomic_fetch_sub_explicit(&r->parked, 1, memory_order_relaxed);
-	pthread_mutex_unlock(&c->lock);
-	pool_submit(r->pool, &c->item, POOL_NOWAKE);
-}
+	struct link *k = l->conns;
 
-/* Worker side: waits for the client without a thread. */
-static int conn_park(struct reactor *r, struct conn *c, int want)
-{
-	struct epoll_event ev = {
-		.events = (want == SESSION_WANT_WRITE ? EPOLLOUT : EPOLLIN) | EPOLLONESHOT,
-		.data.ptr = c,
-	};
-	int ret = 0;
+	while (k) {
+		struct link *next = k->next;
 
-	pthread_mutex_lock(&c->lock);
-	c->deadline_usec = session_deadline(c);
-	c->parked = true;
-	if (epoll_ctl(r->epfd, c->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) < 0) {
-		ret = -errno;
-		c->parked = false;
-	} else {
-		c->in_epoll = true;
-		atomic_fetch_add_explicit(&r->parked, 1, memory_order_relaxed);
+		if (now >= k->deadline_usec)
+			run_step(l, k);
+		k = next;
 	}
-	pthread_mutex_unlock(&c->lock);
-	return ret;
-}
-
-/* Ends a session: from the worker that owns the conn, or from the reactor. */
-static void conn_close(struct reactor *r, struct conn *c)
-{
-	if (c->fd >= 0) {
-		uint64_t d = now_usec() - c->start_usec;
-		size_t b = 0;
-
-		session_close(c, r->log);
-		atomic_fetch_add_explicit(&r->served, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->messages, c->messages, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->bytes_in, c->received + c->discarded, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->bytes_out, c->sent, memory_order_relaxed);
-		atomic_fetch_add_explicit(&r->duration_sum, d, memory_order_relaxed);
-		while (b < METRICS_DURATION_BUCKETS && d > metrics_duration_bounds_usec[b])
-			b++;
-		atomic_fetch_add_explicit(&r->duration_bucket[b], 1, memory_order_relaxed);
-	}
-	pthread_mutex_lock(&r->reg_lock);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		r->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	r->nconns--;
-	if (c->source) {
-		c->source->count--;
-		sources_release(r->sources, c->source, now_usec());
-	}
-	pthread_mutex_unlock(&r->reg_lock);
-	config_unref(c->cfg);
-	pthread_mutex_destroy(&c->lock);
-	free(c->proxy);
-	free(c->hdr);
-	free(c);
-}
-
-/* The pool's work function, in a worker thread. A conn that waits for its
- * client goes to the back of the queue once before it is parked, when other
- * work is queued: by the time the worker comes back to it the client has
- * usually answered (or closed), which saves the epoll registration, the
- * event and the hand-off from the reactor. With nothing else queued it is
- * parked at once; a look that finds nothing costs one recv(). */
-static void reactor_work(struct pool_item *item, void *ctx, void **scratch)
-{
-	struct reactor *r = ctx;
-	struct conn *c = (struct conn *)item;
-	size_t sent = c->sent;
-	unsigned messages = c->messages;
-	int want = session_step(c, r->log, scratch);
-
-	if (want == SESSION_ADMIT) {
-		/* The PROXY header named the client: admit it as at accept
-		 * (the balancer's own LOCAL checks are trusted by proxy_from). */
-		enum refusal why = c->health_check ? REFUSE_N : admit(r, c, now_usec());
-
-		atomic_fetch_add_explicit(c->health_check ? &r->health_checks : &r->proxied, 1, memory_order_relaxed);
-		if (why != REFUSE_N)
-			return refuse_conn(r, c, why, NULL);
-		atomic_fetch_add_explicit(&r->ls[c->group].accepted, 1, memory_order_relaxed);
-		want = session_step(c, r->log, scratch);
-	}
-	if (want == SESSION_REFUSE)
-		return refuse_conn(r, c, (enum refusal)c->refusal, c->refusal_detail);
-	if (want != SESSION_DONE && atomic_load_explicit(&r->aborting, memory_order_relaxed)) {
-		session_abort(c, "poold is stopping");
-		want = SESSION_DONE;
-	}
-	if (want != SESSION_DONE) {
-		if (c->sent != sent || c->messages != messages)
-			c->looked = false;
-		if (want == SESSION_WANT_READ && !c->looked && pool_has_waiting(r->pool)) {
-			c->looked = true; /* before the queue hands it to another worker */
-			if (pool_submit(r->pool, &c->item, POOL_NOWAKE) == 0)
-				return; /* this worker takes the next item without a wake-up */
-		}
-		if (conn_park(r, c, want) == 0)
-			return;
-		session_abort(c, "failed to wait for the client");
-	}
-	conn_close(r, c);
-}
-
-/* Claims parked conns whose deadline passed (all of them when aborting) and
- * lets a worker close them, so every close is logged in one place. */
-static void sweep(struct reactor *r, uint64_t now, bool all)
-{
-	pthread_mutex_lock(&r->reg_lock);
-	for (struct conn *c = r->conns; c; c = c->next) {
-		pthread_mutex_lock(&c->lock);
-		if (c->parked && (all || now >= c->deadline_usec)) {
-			c->parked = false;
-			atomic_fetch_sub_explicit(&r->parked, 1, memory_order_relaxed);
-			epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-			c->in_epoll = false;
-			c->expired = true;
-			if (all)
-				session_abort(c, "poold is stopping");
-			pthread_mutex_unlock(&c->lock);
-			pool_submit(r->pool, &c->item, POOL_NOWAKE);
-			continue;
-		}
-		pthread_mutex_unlock(&c->lock);
-	}
-	/* Sources with no connection whose rate bucket is full again. */
-	sources_sweep(r->sources, now);
-	pthread_mutex_unlock(&r->reg_lock);
-	pool_wake(r->pool);
 }
 
 static uint64_t sweep_interval(const struct config *cfg)
@@ -558,42 +628,329 @@ static uint64_t sweep_interval(const struct config *cfg)
 	return t;
 }
 
+
+/* Takes the current config: the loop's reference and its listeners'
+ * settings. Connections keep the config they were accepted under. */
+static void loop_take_config(struct loop *l)
+{
+	struct reactor *r = l->r;
+	struct config *c;
+
+	pthread_mutex_lock(&r->cfg_lock);
+	c = config_ref(r->cfg);
+	pthread_mutex_unlock(&r->cfg_lock);
+	if (c == l->cfg) {
+		config_unref(c);
+		return;
+	}
+	config_unref(l->cfg);
+	l->cfg = c;
+	for (size_t i = 0; i < r->nfds; i++)
+		l->svc[i] = config_service(c, r->ls[i].name);
+}
+
+/* Acts on what the main thread changed since the loop last looked: a new
+ * config, stop or retire (the listeners go), abort (every connection
+ * closes now). One relaxed load per turn when nothing changed. */
+static void loop_refresh(struct loop *l)
+{
+	struct reactor *r = l->r;
+	uint64_t epoch = atomic_load_explicit(&r->epoch, memory_order_acquire);
+
+	if (epoch == l->epoch)
+		return;
+	l->epoch = epoch;
+	loop_take_config(l);
+	if (!l->unlistened && (atomic_load(&r->stopping) || atomic_load(&l->retire))) {
+		loop_listen(l, false);
+		l->unlistened = true;
+		atomic_fetch_add(&r->unlistened, 1);
+		wake(r->wakefd);
+	}
+	if (atomic_load(&r->aborting) && !l->aborted) {
+		l->aborted = true;
+		while (l->conns) {
+			session_abort(&l->conns->conn, "poold is stopping");
+			link_close(l, l->conns);
+		}
+	}
+}
+
+/* Runs the loop's timers; returns the epoll timeout until the next, in ms. */
+static int loop_timers(struct loop *l)
+{
+	uint64_t now = now_usec(), next;
+
+	if (!l->listening && !l->unlistened && now >= l->accept_resume_usec)
+		loop_listen(l, true);
+	if (now >= l->next_sweep_usec) {
+		sweep(l, now);
+		l->next_sweep_usec = now + sweep_interval(l->cfg);
+	}
+	next = l->next_sweep_usec;
+	if (!l->listening && !l->unlistened && l->accept_resume_usec < next)
+		next = l->accept_resume_usec;
+	return next <= now ? 0 : (int)((next - now + 999) / 1000);
+}
+
+static void *loop_main(void *arg)
+{
+	struct loop *l = arg;
+	struct reactor *r = l->r;
+	struct epoll_event ev[64];
+
+	loop_refresh(l);
+	loop_listen(l, true);
+	for (;;) {
+		int timeout, n;
+
+		loop_refresh(l);
+		if (l->unlistened && !l->conns)
+			break; /* stopping or retired, and done */
+		timeout = loop_timers(l);
+		atomic_store_explicit(&l->st.busy, false, memory_order_relaxed);
+		n = epoll_wait(l->epfd, ev, (int)ARRAY_SIZE(ev), timeout);
+		atomic_store_explicit(&l->st.busy, true, memory_order_relaxed);
+		STAT_ADD(l->st.turns, 1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			/* The main thread exits with this error; reactor_free()
+			 * closes what this loop still holds. */
+			int expected = 0;
+
+			atomic_compare_exchange_strong(&r->failed, &expected, errno);
+			break;
+		}
+		/* Before the events: a client that woke an idle loop is served
+		 * under the config of its time. */
+		loop_refresh(l);
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = ev[i].data.u64;
+
+			if (tag == TAG_WAKE) {
+				uint64_t v;
+
+				(void)!read(l->wakefd, &v, sizeof(v));
+			} else if (tag & 1) {
+				on_listener(l, (size_t)(tag >> 2));
+			} else {
+				run_step(l, ev[i].data.ptr);
+			}
+		}
+	}
+	if (!l->unlistened) {
+		loop_listen(l, false);
+		l->unlistened = true;
+		atomic_fetch_add(&r->unlistened, 1);
+	}
+	atomic_store_explicit(&l->st.busy, false, memory_order_relaxed);
+	atomic_store(&l->exited, true);
+	wake(r->wakefd);
+	return NULL;
+}
+
+/* Frees a loop whose thread is joined (or never ran), closing what it
+ * still holds (after an error exit). */
+static void loop_free(struct loop *l)
+{
+	while (l->conns) {
+		session_abort(&l->conns->conn, "poold is exiting");
+		link_close(l, l->conns);
+	}
+	if (l->epfd >= 0)
+		close(l->epfd);
+	if (l->wakefd >= 0)
+		close(l->wakefd);
+	config_unref(l->cfg);
+	free(l->svc);
+	free(l->groups);
+	free(l->scratch);
+	free(l);
+}
+
+static void loop_join(struct loop *l)
+{
+	if (l->started && !l->joined)
+		pthread_join(l->thread, NULL);
+	l->joined = true;
+}
+
+static int loop_start(struct reactor *r, unsigned index, struct loop **ret)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
+	pthread_attr_t attr;
+	struct loop *l;
+	int k;
+
+	if (posix_memalign((void **)&l, 64, sizeof(*l)) != 0)
+		return -ENOMEM;
+	memset(l, 0, sizeof(*l));
+	l->r = r;
+	l->index = index;
+	l->epoch = UINT64_MAX; /* the first loop_refresh() takes the config */
+	l->svc = calloc(r->nfds ? r->nfds : 1, sizeof(*l->svc));
+	l->groups = calloc(r->nfds ? r->nfds : 1, sizeof(*l->groups));
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!l->svc || !l->groups) {
+		loop_free(l);
+		return -ENOMEM;
+	}
+	if (l->epfd < 0 || l->wakefd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0) {
+		k = -errno;
+		loop_free(l);
+		return k;
+	}
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 512 * 1024);
+	k = -pthread_create(&l->thread, &attr, loop_main, l);
+	pthread_attr_destroy(&attr);
+	if (k < 0) {
+		loop_free(l);
+		return k;
+	}
+	l->started = true;
+	*ret = l;
+	return 0;
+}
+
+/* Grows or shrinks the set of loops to `threads`; main thread only. A
+ * retired loop stops accepting, finishes the connections it holds and
+ * exits; the main thread joins it later (join_retired()). Its counters
+ * stay summed. */
+static int loops_resize(struct reactor *r, unsigned threads)
+{
+	int k = 0;
+
+	while (r->nloops > threads) {
+		struct loop *l;
+
+		pthread_mutex_lock(&r->loops_lock);
+		l = r->loops[--r->nloops];
+		l->next_retired = r->retired;
+		r->retired = l;
+		pthread_mutex_unlock(&r->loops_lock);
+		atomic_store(&l->retire, true);
+		atomic_fetch_add(&r->epoch, 1);
+		wake(l->wakefd);
+	}
+	while (r->nloops < threads) {
+		struct loop *l = NULL;
+
+		k = loop_start(r, r->started, &l);
+		if (k < 0)
+			break;
+		pthread_mutex_lock(&r->loops_lock);
+		r->loops[r->nloops++] = l;
+		r->started++;
+		pthread_mutex_unlock(&r->loops_lock);
+	}
+	return k;
+}
+
+/* Joins retired loops that have finished. */
+static void join_retired(struct reactor *r)
+{
+	for (struct loop *l = r->retired; l; l = l->next_retired)
+		if (!l->joined && atomic_load(&l->exited))
+			loop_join(l);
+}
+
+/* The loops' counters, summed (active and retired loops). */
+struct totals {
+	unsigned loops, busy, conns, parked;
+	uint64_t served, refused, proxied, health_checks, messages, bytes_in, bytes_out, duration_sum;
+	uint64_t refused_by[REFUSE_N];
+	uint64_t duration_bucket[METRICS_DURATION_BUCKETS + 1];
+};
+
+static void add_loop(struct totals *t, struct loop *l)
+{
+	t->busy += STAT(l->st.busy);
+	t->conns += STAT(l->st.conns);
+	t->parked += STAT(l->st.parked);
+	t->served += STAT(l->st.served);
+	t->refused += STAT(l->st.refused);
+	t->proxied += STAT(l->st.proxied);
+	t->health_checks += STAT(l->st.health_checks);
+	t->messages += STAT(l->st.messages);
+	t->bytes_in += STAT(l->st.bytes_in);
+	t->bytes_out += STAT(l->st.bytes_out);
+	t->duration_sum += STAT(l->st.duration_sum);
+	for (int i = 0; i < REFUSE_N; i++)
+		t->refused_by[i] += STAT(l->st.refused_by[i]);
+	for (int i = 0; i <= METRICS_DURATION_BUCKETS; i++)
+		t->duration_bucket[i] += STAT(l->st.duration_bucket[i]);
+}
+
+static void add_group(struct metrics_listener *m, struct group_stats *g)
+{
+	m->accepted += STAT(g->accepted);
+	for (int i = 0; i < REFUSE_N; i++)
+		m->refused[i] += STAT(g->refused[i]);
+}
+
+/* With loops_lock held, or from the main thread. */
+static void totals(struct reactor *r, struct totals *t)
+{
+	memset(t, 0, sizeof(*t));
+	t->loops = r->nloops;
+	for (unsigned i = 0; i < r->nloops; i++)
+		add_loop(t, r->loops[i]);
+	for (struct loop *l = r->retired; l; l = l->next_retired)
+		add_loop(t, l);
+}
+
 static unsigned conn_count(struct reactor *r)
 {
-	unsigned n;
+	return atomic_load_explicit(&r->shared.nconns, memory_order_relaxed);
+}
 
-	pthread_mutex_lock(&r->reg_lock);
-	n = r->nconns;
-	pthread_mutex_unlock(&r->reg_lock);
+/* Clients that connected and wait in the listening sockets' backlogs for a
+ * loop to accept them: the waiting room. TCP only (for a listening socket
+ * tcpi_unacked is its accept queue's length). */
+static unsigned backlog_waiting(struct reactor *r)
+{
+	unsigned n = 0;
+
+	if (r->listeners_closed)
+		return 0;
+	for (size_t i = 0; i < r->nfds; i++) {
+		struct tcp_info ti;
+		socklen_t len = sizeof(ti);
+
+		if (r->ls[i].fd >= 0 && getsockopt(r->ls[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+		    ti.tcpi_state == TCP_LISTEN)
+			n += ti.tcpi_unacked;
+	}
 	return n;
 }
 
 static void update_status(struct reactor *r, bool force)
 {
-	struct pool_stats st;
+	struct totals t;
 	char buf[sizeof(r->status)];
 	unsigned long dropped = log_dropped(r->log);
 	bool first = true;
 	size_t n;
 
-	pool_stats(r->pool, &st);
-	if (r->stopping)
+	totals(r, &t);
+	if (atomic_load(&r->stopping))
 		snprintf(buf, sizeof(buf), "Stopping: %u connections left; %" PRIu64 " served, %" PRIu64 " refused",
-			 conn_count(r), (uint64_t)atomic_load(&r->served), (uint64_t)atomic_load(&r->refused));
+			 conn_count(r), t.served, t.refused);
 	else
 		snprintf(buf, sizeof(buf),
 			 "%s%s%u workers (%u busy), %u waiting, %u parked; %" PRIu64 " served, %" PRIu64 " refused",
-			 r->reload_error[0] ? "Reload failed: " : "", r->reload_error, st.threads, st.busy, st.waiting,
-			 atomic_load(&r->parked), (uint64_t)atomic_load(&r->served),
-			 (uint64_t)atomic_load(&r->refused));
+			 r->reload_error[0] ? "Reload failed: " : "", r->reload_error, t.loops, t.busy,
+			 backlog_waiting(r), t.parked, t.served, t.refused);
 	n = strlen(buf);
 	/* Refusals by reason: " (deny 3, rate 12)". */
 	for (int i = 0; i < REFUSE_N; i++) {
-		uint64_t k = atomic_load_explicit(&r->refused_by[i], memory_order_relaxed);
-
-		if (!k)
+		if (!t.refused_by[i])
 			continue;
-		snprintf(buf + n, sizeof(buf) - n, "%s%s %" PRIu64, first ? " (" : ", ", refusals[i].name, k);
+		snprintf(buf + n, sizeof(buf) - n, "%s%s %" PRIu64, first ? " (" : ", ", refusals[i].name,
+			 t.refused_by[i]);
 		n = strlen(buf);
 		first = false;
 	}
@@ -601,10 +958,9 @@ static void update_status(struct reactor *r, bool force)
 		snprintf(buf + n, sizeof(buf) - n, ")");
 		n = strlen(buf);
 	}
-	if (atomic_load_explicit(&r->proxied, memory_order_relaxed) ||
-	    atomic_load_explicit(&r->health_checks, memory_order_relaxed)) {
-		snprintf(buf + n, sizeof(buf) - n, "; PROXY headers %" PRIu64 ", health checks %" PRIu64,
-			 (uint64_t)atomic_load(&r->proxied), (uint64_t)atomic_load(&r->health_checks));
+	if (t.proxied || t.health_checks) {
+		snprintf(buf + n, sizeof(buf) - n, "; PROXY headers %" PRIu64 ", health checks %" PRIu64, t.proxied,
+			 t.health_checks);
 		n = strlen(buf);
 	}
 	if (dropped && n < sizeof(buf))
@@ -615,29 +971,33 @@ static void update_status(struct reactor *r, bool force)
 	}
 }
 
-/* WATCHDOG=1 only while the pool makes progress: work waiting and nothing
- * done since the last ping means every worker is stuck. */
+/* WATCHDOG=1 only while every loop makes progress: a loop that is in the
+ * middle of a turn (busy) and has not finished one since the last look is
+ * stuck. An idle loop waits in epoll_wait() and is fine. */
 static void watchdog(struct reactor *r, uint64_t now)
 {
-	struct pool_stats st;
+	bool stuck = false;
 
 	if (!r->watchdog_usec || now < r->next_watchdog_usec)
 		return;
 	r->next_watchdog_usec = now + r->watchdog_usec / 2;
-	pool_stats(r->pool, &st);
-	if (st.waiting > 0 && st.done == r->watchdog_done)
-		return;
-	r->watchdog_done = st.done;
-	notify_watchdog();
+	for (unsigned i = 0; i < r->nloops; i++) {
+		struct loop *l = r->loops[i];
+		uint64_t turns = STAT(l->st.turns);
+
+		if (STAT(l->st.busy) && turns == l->wd_turns)
+			stuck = true;
+		l->wd_turns = turns;
+	}
+	if (!stuck)
+		notify_watchdog();
 }
 
-/* Points each listening fd at the settings it serves with under cfg, and
- * warns about [listener] sections that no fd uses. */
 static void map_listeners(struct reactor *r, const struct config *cfg)
 {
 	const struct listeners *l = r->listeners;
 
-	for (size_t i = 0; i < l->n; i++) {
+	for (size_t i = 0; i < r->nfds; i++) {
 		struct lstate *ls = &r->ls[i];
 		/* A balancer speaks first: with TCP_DEFER_ACCEPT the kernel hands
 		 * poold a PROXY connection once its header has arrived, so the
@@ -648,19 +1008,18 @@ static void map_listeners(struct reactor *r, const struct config *cfg)
 		 * PROXY goes off, or clients that wait for the payload would. */
 		int sec = 0;
 
-		ls->svc = config_service(cfg, l->names[i]);
-		if (ls->svc->proxy)
+		if (config_service(cfg, ls->name)->proxy)
 			sec = 1;
 		if (sec != ls->defer_sec &&
-		    setsockopt(l->fds[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &sec, sizeof(sec)) == 0)
+		    setsockopt(ls->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &sec, sizeof(sec)) == 0)
 			ls->defer_sec = sec;
 	}
 	for (size_t k = 0; k < cfg->nlisteners; k++) {
 		const char *name = cfg->listeners[k]->name;
 		bool used = false;
 
-		for (size_t i = 0; i < l->n && !used; i++)
-			used = l->names[i] && strcmp(l->names[i], name) == 0;
+		for (size_t i = 0; i < r->nfds && !used; i++)
+			used = r->ls[i].name && strcmp(r->ls[i].name, name) == 0;
 		if (used)
 			continue;
 		if (l->activated)
@@ -718,10 +1077,29 @@ static bool same_addresses(const struct config *a, const struct config *b)
 	return true;
 }
 
+
+/* Standalone, the waiting room is the backlog of the sockets poold bound:
+ * queue_max, set again (listen() on a listening socket changes it) at
+ * start and on reload. systemd's sockets keep their unit's Backlog=. */
+static void apply_queue_max(struct reactor *r, const struct config *c)
+{
+	if (r->listeners->activated) {
+		if (c->queue_max != CONFIG_QUEUE_MAX_DEFAULT)
+			log_event(r->log, LOG_NOTICE, NULL, NULL,
+				  "queue_max = %u does not apply to the sockets systemd passes: their backlog is "
+				  "the socket unit's Backlog=, ignoring.",
+				  c->queue_max);
+		return;
+	}
+	for (size_t i = 0; i < r->nfds; i++)
+		if (r->ls[i].fd >= 0 && listen(r->ls[i].fd, (int)c->queue_max) < 0)
+			log_event(r->log, LOG_WARNING, NULL, NULL, "Failed to set the backlog to %u: %s, ignoring.",
+				  c->queue_max, strerror(errno));
+}
+
 static void reload(struct reactor *r)
 {
 	char names[512];
-	struct pool_stats st;
 	struct config *c = NULL;
 	char err[512];
 	int k;
@@ -737,23 +1115,26 @@ static void reload(struct reactor *r)
 		notify_ready();
 		return;
 	}
-	k = pool_resize(r->pool, c->threads, c->queue_max);
-	pool_stats(r->pool, &st);
-	if (k < 0)
-		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s, running %u, ignoring.",
-			  c->threads, strerror(-k), st.threads);
 	if (!r->listeners->activated && !same_addresses(r->cfg, c))
 		log_event(r->log, LOG_WARNING, NULL, NULL,
 			  "Listen addresses changed: restart poold to listen there, ignoring.");
-	log_set_level(r->log, c->log_level);
-	map_listeners(r, c);
+	pthread_mutex_lock(&r->cfg_lock);
 	config_unref(r->cfg);
 	r->cfg = c;
+	pthread_mutex_unlock(&r->cfg_lock);
+	atomic_fetch_add(&r->epoch, 1); /* the loops take it on their next turn */
+	k = loops_resize(r, c->threads);
+	if (k < 0)
+		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s, running %u, ignoring.",
+			  c->threads, strerror(-k), r->nloops);
+	log_set_level(r->log, c->log_level);
+	map_listeners(r, c);
+	apply_queue_max(r, c);
 	r->reload_error[0] = '\0';
 	atomic_fetch_add(&r->reloads_ok, 1);
 	atomic_store(&r->last_reload_usec, realtime_usec());
 	log_event(r->log, LOG_NOTICE, MSGID_RELOADED, NULL,
-		  "Reloaded configuration: %u threads, payload of %zu bytes%s%s.", st.threads, c->def.payload.len,
+		  "Reloaded configuration: %u threads, payload of %zu bytes%s%s.", r->nloops, c->def.payload.len,
 		  c->nlisteners ? ", listeners: " : "", listener_names(c, names, sizeof(names)));
 	update_status(r, true);
 	notify_ready();
@@ -761,19 +1142,34 @@ static void reload(struct reactor *r)
 
 static void stop(struct reactor *r)
 {
-	if (r->stopping) {
+	if (atomic_load(&r->stopping)) {
 		/* A second SIGTERM: do not wait for the deadline. */
 		r->drain_deadline_usec = 0;
 		return;
 	}
-	r->stopping = true;
+	atomic_store(&r->stopping, true);
 	notify_stopping();
 	log_event(r->log, LOG_NOTICE, NULL, NULL, "Stopping: no new connections, %u in progress.", conn_count(r));
-	/* Unaccepted clients stay in systemd's socket for the next start. */
-	listeners_arm(r, false);
-	listen_close(r->listeners);
+	/* Each loop takes the listeners out of its set; then timers() closes
+	 * them. Unaccepted clients stay in systemd's socket for the next
+	 * start. */
+	wake_loops(r);
 	r->drain_deadline_usec = now_usec() + r->cfg->shutdown_usec;
 	update_status(r, true);
+}
+
+/* Once every loop stopped watching them: standalone, new clients are
+ * refused by the kernel instead of waiting in a backlog nobody accepts. */
+static void close_listeners(struct reactor *r)
+{
+	for (size_t i = 0; i < r->nfds; i++) {
+		if (r->ls[i].fd < 0)
+			continue;
+		close(r->ls[i].fd);
+		r->ls[i].fd = -1;
+		r->listeners->fds[i] = -1;
+	}
+	r->listeners_closed = true;
 }
 
 static void on_signal(struct reactor *r)
@@ -785,27 +1181,40 @@ static void on_signal(struct reactor *r)
 
 		if (n != sizeof(si))
 			return;
-		if (si.ssi_signo == SIGHUP && !r->stopping)
+		if (si.ssi_signo == SIGHUP && !atomic_load(&r->stopping))
 			reload(r);
 		else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
 			stop(r);
 	}
 }
 
-/* Runs timers; returns the epoll timeout until the next one, in ms. */
+/* Runs the main thread's timers; returns the poll timeout until the next
+ * one, in ms. */
 static int timers(struct reactor *r)
 {
 	uint64_t now = now_usec(), next;
+	bool stopping = atomic_load(&r->stopping);
 
-	if (!r->accepting && !r->stopping && now >= r->accept_resume_usec)
-		listeners_arm(r, true);
-	if (r->stopping && !atomic_load(&r->aborting) && now >= r->drain_deadline_usec) {
+	if (stopping && !r->listeners_closed && atomic_load(&r->unlistened) >= r->started)
+		close_listeners(r);
+	if (stopping && !atomic_load(&r->aborting) && now >= r->drain_deadline_usec) {
 		atomic_store(&r->aborting, true);
 		log_event(r->log, LOG_NOTICE, NULL, NULL, "Shutdown deadline reached, closing %u connections.",
 			  conn_count(r));
+		wake_loops(r);
 	}
-	if (atomic_load(&r->aborting) || now >= r->next_sweep_usec) {
-		sweep(r, now, atomic_load(&r->aborting));
+	join_retired(r);
+	/* Another loop's accept4() may have taken the spare fd between the
+	 * close and the open in accept_overloaded(): take one again. */
+	pthread_mutex_lock(&r->reserve_lock);
+	if (r->reserve_fd < 0)
+		r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	pthread_mutex_unlock(&r->reserve_lock);
+	if (now >= r->next_sweep_usec) {
+		/* Sources with no connection whose rate bucket is full again. */
+		pthread_mutex_lock(&r->limits_lock);
+		sources_sweep(r->sources, now);
+		pthread_mutex_unlock(&r->limits_lock);
 		r->next_sweep_usec = now + sweep_interval(r->cfg);
 	}
 	if (now >= r->next_status_usec) {
@@ -817,56 +1226,67 @@ static int timers(struct reactor *r)
 	next = r->next_sweep_usec < r->next_status_usec ? r->next_sweep_usec : r->next_status_usec;
 	if (r->watchdog_usec && r->next_watchdog_usec < next)
 		next = r->next_watchdog_usec;
-	if (!r->accepting && !r->stopping && r->accept_resume_usec < next)
-		next = r->accept_resume_usec;
-	if (r->stopping)
+	if (stopping)
 		next = now + 20 * USEC_PER_MSEC;
 	return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
+static void join_all(struct reactor *r)
+{
+	wake_loops(r);
+	for (unsigned i = 0; i < r->nloops; i++)
+		loop_join(r->loops[i]);
+	for (struct loop *l = r->retired; l; l = l->next_retired)
+		loop_join(l);
+}
+
 int reactor_run(struct reactor *r)
 {
-	struct epoll_event ev[64];
 	char names[512];
+	struct totals t;
+	int k;
 
 	log_event(r->log, LOG_NOTICE, MSGID_STARTED, NULL,
-		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes%s%s.", r->listeners->n,
-		  r->listeners->activated ? "systemd" : "bound", r->listeners->n == 1 ? "" : "s", r->cfg->threads,
+		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes%s%s.", r->nfds,
+		  r->listeners->activated ? "systemd" : "bound", r->nfds == 1 ? "" : "s", r->cfg->threads,
 		  r->cfg->def.payload.len, r->cfg->nlisteners ? ", listeners: " : "",
 		  listener_names(r->cfg, names, sizeof(names)));
 	map_listeners(r, r->cfg);
+	apply_queue_max(r, r->cfg);
+	k = loops_resize(r, r->cfg->threads);
+	if (k < 0) {
+		log_event(r->log, LOG_ERR, NULL, NULL, "Failed to start %u worker threads: %s", r->cfg->threads,
+			  strerror(-k));
+		return k;
+	}
 	update_status(r, true);
 	notify_ready();
 	for (;;) {
-		int timeout = timers(r), n;
+		struct pollfd pfd[2] = { { .fd = r->sigfd, .events = POLLIN }, { .fd = r->wakefd, .events = POLLIN } };
+		int timeout = timers(r), failed = atomic_load(&r->failed), n;
 
-		if (r->stopping && conn_count(r) == 0)
+		if (failed)
+			return -failed;
+		if (atomic_load(&r->stopping) && r->listeners_closed && conn_count(r) == 0)
 			break;
-		n = epoll_wait(r->epfd, ev, (int)ARRAY_SIZE(ev), timeout);
+		n = poll(pfd, 2, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			return -errno;
 		}
-		for (int i = 0; i < n; i++) {
-			uint64_t tag = ev[i].data.u64;
+		if (pfd[1].revents & POLLIN) {
+			uint64_t v;
 
-			if (tag == TAG_SIGNAL)
-				on_signal(r);
-			else if (tag & 1)
-				on_listener(r, (size_t)(tag >> 2));
-			else
-				on_conn(r, ev[i].data.ptr);
+			(void)!read(r->wakefd, &v, sizeof(v));
 		}
-		/* One client ready and every worker idle: serve it here rather
-		 * than wake a worker for it (pool_run_alone()). Else everything
-		 * this batch queued: one wake-up per idle worker needed, not one
-		 * per connection. */
-		if (!pool_run_alone(r->pool, &r->scratch))
-			pool_wake(r->pool);
+		if (pfd[0].revents & POLLIN)
+			on_signal(r);
 	}
+	join_all(r);
+	totals(r, &t);
 	log_event(r->log, LOG_NOTICE, MSGID_STOPPED, NULL, "Stopped: %" PRIu64 " served, %" PRIu64 " refused.",
-		  (uint64_t)atomic_load(&r->served), (uint64_t)atomic_load(&r->refused));
+		  t.served, t.refused);
 	return 0;
 }
 
@@ -874,23 +1294,26 @@ int reactor_run(struct reactor *r)
 int reactor_new(const char *config_path, struct config *cfg, struct listeners *l, struct log *log, struct reactor **ret,
 		char *err, size_t errlen)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_SIGNAL };
 	struct reactor *r;
 	uint64_t seed = 0;
 	sigset_t mask;
 	int k;
 
-	r = calloc(1, sizeof(*r));
-	if (!r) {
+	if (posix_memalign((void **)&r, 64, sizeof(*r)) != 0) {
 		snprintf(err, errlen, "Failed to start: out of memory");
 		return -ENOMEM;
 	}
+	memset(r, 0, sizeof(*r));
 	r->config_path = config_path;
 	r->cfg = config_ref(cfg);
 	r->listeners = l;
+	r->nfds = l->n;
 	r->log = log;
-	r->sigfd = r->epfd = -1;
-	pthread_mutex_init(&r->reg_lock, NULL);
+	r->sigfd = r->wakefd = -1;
+	pthread_mutex_init(&r->cfg_lock, NULL);
+	pthread_mutex_init(&r->loops_lock, NULL);
+	pthread_mutex_init(&r->limits_lock, NULL);
+	pthread_mutex_init(&r->reserve_lock, NULL);
 	pthread_mutex_init(&r->refuse_lock, NULL);
 	r->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	r->watchdog_usec = notify_watchdog_usec();
@@ -911,22 +1334,20 @@ int reactor_new(const char *config_path, struct config *cfg, struct listeners *l
 				  (l->names[g] && l->names[i] && strcmp(l->names[g], l->names[i]) == 0)))
 			g++;
 		r->ls[i].group = (uint32_t)g;
-		r->ls[i].svc = config_service(cfg, l->names[i]);
+		r->ls[i].fd = l->fds[i];
+		if (l->names[i] && !(r->ls[i].name = strdup(l->names[i]))) {
+			snprintf(err, errlen, "Failed to start: out of memory");
+			reactor_free(r);
+			return -ENOMEM;
+		}
 	}
 
 	handled_signals(&mask);
 	r->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	r->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (r->sigfd < 0 || r->epfd < 0 || epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->sigfd, &ev) < 0) {
+	r->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (r->sigfd < 0 || r->wakefd < 0) {
 		k = -errno;
 		snprintf(err, errlen, "Failed to set up the event loop: %s", strerror(-k));
-		reactor_free(r);
-		return k;
-	}
-	listeners_arm(r, true);
-	k = pool_new(cfg->threads, cfg->queue_max, reactor_work, r, &r->pool);
-	if (k < 0) {
-		snprintf(err, errlen, "Failed to start %u worker threads: %s", cfg->threads, strerror(-k));
 		reactor_free(r);
 		return k;
 	}
@@ -938,31 +1359,36 @@ struct reactor *reactor_free(struct reactor *r)
 {
 	if (!r)
 		return NULL;
-	/* An error exit may leave conns queued, parked or lingering. Once the
-	 * workers are joined no step runs, and the registry holds every conn
-	 * left: close them all here. */
+	/* An error exit may leave connections open in any loop: each loop
+	 * closes its own (abort), a loop whose epoll failed leaves them to
+	 * loop_free(). */
+	atomic_store(&r->stopping, true);
 	atomic_store(&r->aborting, true);
-	r->pool = pool_free(r->pool);
-	while (r->conns) {
-		struct conn *c = r->conns;
+	join_all(r);
+	for (unsigned i = 0; i < r->nloops; i++)
+		loop_free(r->loops[i]);
+	while (r->retired) {
+		struct loop *l = r->retired;
 
-		if (c->in_epoll)
-			epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-		session_abort(c, "poold is exiting");
-		conn_close(r, c);
+		r->retired = l->next_retired;
+		loop_free(l);
 	}
-	if (r->epfd >= 0)
-		close(r->epfd);
 	if (r->sigfd >= 0)
 		close(r->sigfd);
+	if (r->wakefd >= 0)
+		close(r->wakefd);
 	if (r->reserve_fd >= 0)
 		close(r->reserve_fd);
-	pthread_mutex_destroy(&r->reg_lock);
+	pthread_mutex_destroy(&r->cfg_lock);
+	pthread_mutex_destroy(&r->loops_lock);
+	pthread_mutex_destroy(&r->limits_lock);
+	pthread_mutex_destroy(&r->reserve_lock);
 	pthread_mutex_destroy(&r->refuse_lock);
 	sources_free(r->sources);
+	for (size_t i = 0; r->ls && i < r->nfds; i++)
+		free(r->ls[i].name);
 	free(r->ls);
 	config_unref(r->cfg);
-	free(r->scratch);
 	free(r);
 	return NULL;
 }
@@ -971,48 +1397,47 @@ struct reactor *reactor_free(struct reactor *r)
 void reactor_metrics(void *ctx, struct metrics_snapshot *s)
 {
 	struct reactor *r = ctx;
-	struct pool_stats st;
+	struct totals t;
 	size_t n = 0;
 
 	memset(s, 0, sizeof(*s));
-	s->listeners = calloc(r->listeners->n ? r->listeners->n : 1, sizeof(*s->listeners));
-	for (size_t i = 0; s->listeners && i < r->listeners->n; i++) {
+	s->listeners = calloc(r->nfds ? r->nfds : 1, sizeof(*s->listeners));
+	pthread_mutex_lock(&r->loops_lock);
+	totals(r, &t);
+	for (size_t i = 0; s->listeners && i < r->nfds; i++) {
 		struct metrics_listener *m = &s->listeners[n];
-		const struct lstate *ls = &r->ls[i];
 
-		if (ls->group != i)
+		if (r->ls[i].group != i)
 			continue; /* counted in its group's first fd */
-		m->name = r->listeners->names[i] ? r->listeners->names[i] : "default";
-		m->accepted = atomic_load_explicit(&ls->accepted, memory_order_relaxed);
-		for (int k = 0; k < REFUSE_N; k++)
-			m->refused[k] = atomic_load_explicit(&ls->refused_by[k], memory_order_relaxed);
+		m->name = r->ls[i].name ? r->ls[i].name : "default";
+		for (unsigned j = 0; j < r->nloops; j++)
+			add_group(m, &r->loops[j]->groups[i]);
+		for (struct loop *l = r->retired; l; l = l->next_retired)
+			add_group(m, &l->groups[i]);
 		n++;
 	}
+	pthread_mutex_unlock(&r->loops_lock);
 	s->nlisteners = n;
 	s->sessions_active = conn_count(r);
-	s->parked = atomic_load_explicit(&r->parked, memory_order_relaxed);
-	pool_stats(r->pool, &st);
-	s->queue_waiting = st.waiting;
-	s->threads_busy = st.busy;
-	s->threads_idle = st.threads - st.busy;
-	s->messages_received = atomic_load_explicit(&r->messages, memory_order_relaxed);
-	s->bytes_received = atomic_load_explicit(&r->bytes_in, memory_order_relaxed);
-	s->bytes_sent = atomic_load_explicit(&r->bytes_out, memory_order_relaxed);
+	s->parked = t.parked;
+	s->queue_waiting = backlog_waiting(r);
+	s->threads_busy = t.busy;
+	s->threads_idle = t.loops > t.busy ? t.loops - t.busy : 0;
+	s->messages_received = t.messages;
+	s->bytes_received = t.bytes_in;
+	s->bytes_sent = t.bytes_out;
 	for (int b = 0; b <= METRICS_DURATION_BUCKETS; b++) {
-		uint64_t k = atomic_load_explicit(&r->duration_bucket[b], memory_order_relaxed);
-
 		if (b < METRICS_DURATION_BUCKETS)
-			s->duration_bucket[b] = k;
-		s->duration_count += k;
+			s->duration_bucket[b] = t.duration_bucket[b];
+		s->duration_count += t.duration_bucket[b];
 	}
-	s->duration_sum_usec = atomic_load_explicit(&r->duration_sum, memory_order_relaxed);
+	s->duration_sum_usec = t.duration_sum;
 	s->log_dropped = log_dropped(r->log);
 	s->reloads_success = atomic_load(&r->reloads_ok);
 	s->reloads_failure = atomic_load(&r->reloads_failed);
 	s->last_reload_success_usec = atomic_load(&r->last_reload_usec);
-	s->proxy_headers[PROXY_RESULT_PROXY] = atomic_load_explicit(&r->proxied, memory_order_relaxed);
-	s->proxy_headers[PROXY_RESULT_LOCAL] = atomic_load_explicit(&r->health_checks, memory_order_relaxed);
-	s->proxy_headers[PROXY_RESULT_BAD] = atomic_load_explicit(&r->refused_by[REFUSE_PROXY_BAD], memory_order_relaxed);
-	s->proxy_headers[PROXY_RESULT_TIMEOUT] =
-		atomic_load_explicit(&r->refused_by[REFUSE_PROXY_TIMEOUT], memory_order_relaxed);
+	s->proxy_headers[PROXY_RESULT_PROXY] = t.proxied;
+	s->proxy_headers[PROXY_RESULT_LOCAL] = t.health_checks;
+	s->proxy_headers[PROXY_RESULT_BAD] = t.refused_by[REFUSE_PROXY_BAD];
+	s->proxy_headers[PROXY_RESULT_TIMEOUT] = t.refused_by[REFUSE_PROXY_TIMEOUT];
 }

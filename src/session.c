@@ -1,8 +1,8 @@
-/* session.c - runs one step of a client's session in a worker thread: send
+/* session.c - runs one step of a client's session in its event loop: send
  * what is left of the payload, then read and log messages, until the socket
  * would block. It never waits on a client: it returns what it waits for and
- * the reactor parks the connection until then. The conn is owned by the
- * calling worker for the whole step, so nothing here takes a lock.
+ * the loop watches the socket until then. A conn lives and dies in the one
+ * loop thread that accepted it, so nothing here takes a lock.
  *
  * Lingering close (nginx's lingering_close, Apache's lingering close). When
  * poold ends a session while the client's bytes sit unread in the socket, or
@@ -30,7 +30,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#define READS_PER_STEP 16    /* then requeue, so one chatty client cannot hog a worker */
+#define READS_PER_STEP 16    /* then back to the loop, so one chatty client cannot hog it */
 #define DRAIN_BYTES    16384 /* per read while lingering */
 
 /* Writes a.b.c.d:port without printf (this runs for every accept). */
@@ -303,6 +303,11 @@ static int session_finish(struct conn *c, uint64_t now)
 	int unread = 0, outq = 0;
 
 	if (ioctl(c->fd, FIONREAD, &unread) == 0 && unread == 0 && ioctl(c->fd, SIOCOUTQ, &outq) == 0 && outq == 0) {
+		/* The FIN goes out now: a client byte that lands between the
+		 * check and the close() makes the kernel answer with a reset,
+		 * and the client, which has every payload byte already, must
+		 * see the FIN (a clean EOF) before it. */
+		shutdown(c->fd, SHUT_WR);
 		c->clean = true;
 		return SESSION_DONE;
 	}
@@ -310,7 +315,6 @@ static int session_finish(struct conn *c, uint64_t now)
 		return SESSION_DONE;
 	c->state = CONN_LINGERING;
 	c->linger_start_usec = c->active_usec = now;
-	c->expired = false;
 	return step_linger(c, now);
 }
 
@@ -320,7 +324,7 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 	size_t size = svc->message_size;
 	char *buf;
 
-	/* The worker's scratch buffer: a malloc'ed size_t header, then data. */
+	/* The loop's scratch buffer: a malloc'ed size_t header, then data. */
 	if (!*scratch || *(size_t *)*scratch < size) {
 		size_t *nb = realloc(*scratch, sizeof(size_t) + size);
 
@@ -340,6 +344,8 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 			c->reason = "all messages read";
 			return session_finish(c, now);
 		}
+		bool pending = c->hdr_len > 0;
+
 		n = client_read(c, buf, size);
 		if (n <= 0)
 			return read_ended(c, n, "closed by client", &c->reason);
@@ -347,8 +353,14 @@ static int step_read(struct conn *c, struct log *log, void **scratch, uint64_t n
 		c->received += (uint64_t)n;
 		c->active_usec = now;
 		log_message(c, log, buf, (size_t)n);
+		/* A short read from the socket took all it had: the next recv()
+		 * would find EAGAIN. The event loop watches the socket level-
+		 * triggered and comes back when more arrives (or the client
+		 * closes), so that recv() is saved: one call per message. */
+		if (!pending && (size_t)n < size && c->messages < svc->max_messages)
+			return SESSION_WANT_READ;
 	}
-	/* Still more to read: let the reactor requeue us behind the others. */
+	/* Still more to read: back to the event loop, behind the others. */
 	return SESSION_WANT_READ;
 }
 
@@ -358,8 +370,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 {
 	uint64_t now = now_usec();
 
-	if (c->expired || now >= session_deadline(c)) {
-		if (c->state == CONN_PROXY) /* unless poold is stopping (the reactor said so) */
+	if (now >= session_deadline(c)) {
+		if (c->state == CONN_PROXY) /* unless poold is stopping (the loop said so) */
 			return c->reason ? SESSION_DONE : proxy_refuse(c, REFUSE_PROXY_TIMEOUT, NULL);
 		if (c->state == CONN_LINGERING) {
 			if (!c->linger_end)
@@ -368,7 +380,7 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 							: "closed at lingering_timeout";
 			return SESSION_DONE;
 		}
-		if (c->reason) /* the reactor said why already */
+		if (c->reason) /* the loop said why already */
 			return SESSION_DONE;
 		if (now >= c->start_usec + c->svc->session_usec) {
 			/* A hard cap: no lingering past it. */
@@ -392,8 +404,8 @@ int session_step(struct conn *c, struct log *log, void **scratch)
 			return session_finish(c, now);
 		}
 		/* A client answers only after it got the payload: a recv() now
-		 * would almost always fail with EAGAIN. The worker looks again
-		 * later or parks the conn in epoll (reactor_work()). Bytes that
+		 * would almost always fail with EAGAIN. The loop watches the
+		 * socket and comes back when the client speaks. Bytes that
 		 * came with a PROXY header are already here: read them now. */
 		if (c->hdr_len)
 			return step_read(c, log, scratch, now);

@@ -6,9 +6,6 @@
 #define POOLD_SESSION_H
 
 #include "access.h"
-#include "pool.h"
-
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -56,30 +53,23 @@ struct proxy_info {
  * says why. */
 enum { SESSION_DONE, SESSION_WANT_READ, SESSION_WANT_WRITE, SESSION_ADMIT, SESSION_REFUSE };
 
+/* One client's session: what its protocol needs and nothing else. The event
+ * loop that owns it keeps its own links, registration and accounting around
+ * it (struct link in reactor.c). */
 struct conn {
-	struct pool_item item;    /* first member: the pool hands it back */
-	struct conn *prev, *next; /* the reactor's registry, under its lock */
-	pthread_mutex_t lock;     /* guards parked and expired */
-	bool parked;              /* armed in epoll, owned by the reactor */
-	bool in_epoll;
-	bool expired; /* the reactor saw a deadline pass */
-	bool looked;  /* requeued once for another look since its last progress */
 	int fd;
 	int state; /* CONN_* */
 	uint64_t id;
-	struct config *cfg;        /* the config it was accepted under (a reference) */
-	const struct service *svc; /* its listener's settings, in cfg */
+	const struct service *svc; /* its listener's settings (the loop holds the config) */
 	size_t sent;               /* payload bytes sent */
 	unsigned messages;
 	uint64_t received;                               /* bytes */
-	uint64_t start_usec, active_usec, deadline_usec; /* monotonic */
+	uint64_t start_usec, active_usec;                /* monotonic */
 	uint64_t linger_start_usec;                      /* when our side shut down */
 	uint64_t discarded;                              /* bytes drained while lingering */
 	const char *reason;                              /* why the session ended */
 	const char *linger_end;                          /* how the lingering close ended */
 	bool clean;                                      /* nothing of ours was left unacknowledged */
-	struct source *source;                           /* per-source entry (under reg_lock); NULL: untracked */
-	uint32_t group;                                  /* its listener's group (per-source counts, rate) */
 	struct peer peer;
 	struct proxy_info *proxy; /* after a PROXY header; NULL otherwise */
 	bool health_check;        /* a PROXY LOCAL header: the balancer's own check */

@@ -77,7 +77,7 @@ TEST(defaults)
 	PUT("poold.conf", "# nothing\n");
 	ASSERT_STREQ(load(&c), "");
 	ASSERT_EQ(c->threads, 4);
-	ASSERT_EQ(c->queue_max, 1024);
+	ASSERT_EQ(c->queue_max, 4096);
 	ASSERT_MEMEQ(c->def.payload.data, c->def.payload.len, "(lp0\nI1\naI2\naI7\naI9\naI0\na.", 26);
 	ASSERT(c->def.payload_file == NULL);
 	ASSERT_EQ(c->def.max_messages, 10);
