@@ -24,8 +24,8 @@ ifneq ($(WERROR),)
 WARNINGS += -Werror
 endif
 
-DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libsystemd inih 2>/dev/null)
-DEPS_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd inih 2>/dev/null)
+DEPS_CFLAGS := $(shell $(PKG_CONFIG) --cflags libsystemd inih libmicrohttpd 2>/dev/null)
+DEPS_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd inih libmicrohttpd 2>/dev/null)
 
 comma := ,
 
@@ -56,7 +56,7 @@ $(BIN): $(OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(DEPS_LIBS)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)/.dir
-	@$(PKG_CONFIG) --exists libsystemd inih || { echo "poold: libsystemd and inih development files are missing; run 'make deps' (as root) or install libsystemd-dev libinih-dev pkg-config (Fedora: systemd-devel inih-devel pkgconf)" >&2; exit 1; }
+	@$(PKG_CONFIG) --exists libsystemd inih libmicrohttpd || { echo "poold: libsystemd, inih or libmicrohttpd development files are missing; run 'make deps' (as root) or install libsystemd-dev libinih-dev libmicrohttpd-dev pkg-config (Fedora: systemd-devel inih-devel libmicrohttpd-devel pkgconf)" >&2; exit 1; }
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/.dir:
@@ -98,7 +98,7 @@ install: $(BIN)
 		$(DESTDIR)$(SYSCONFDIR)/poold/poold.conf.d
 	$(INSTALL) -m 755 $(BIN) $(DESTDIR)$(SBINDIR)/poold
 	$(INSTALL) -m 644 packaging/systemd/poold.socket packaging/systemd/poold.service $(DESTDIR)$(UNITDIR)/
-	$(INSTALL) -m 644 packaging/systemd/poold-banner.socket $(DESTDIR)$(UNITDIR)/
+	$(INSTALL) -m 644 packaging/systemd/poold-banner.socket packaging/systemd/poold-metrics.socket $(DESTDIR)$(UNITDIR)/
 	$(INSTALL) -m 644 man/poold.8 $(DESTDIR)$(MANDIR)/man8/poold.8
 	$(INSTALL) -m 644 man/poold.conf.5 $(DESTDIR)$(MANDIR)/man5/poold.conf.5
 	@if [ -e $(DESTDIR)$(SYSCONFDIR)/poold/poold.conf ]; then \

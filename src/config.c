@@ -47,6 +47,7 @@ enum key_type {
 	KEY_PREFIXES,
 	KEY_RATE,
 	KEY_PROXY,
+	KEY_ENDPOINT, /* one address, or empty for none */
 };
 enum { KEY_GLOBAL, KEY_SERVICE };
 
@@ -95,6 +96,7 @@ static const struct key keys[] = {
 	{ "listen", "proxy_timeout", KEY_DURATION, V(proxy_usec), "3s", 10 * MS, 3600 * S },
 	{ "log", "level", KEY_LEVEL, G(log_level), "info", 0, 0 },
 	{ "log", "messages", KEY_BOOL, V(log_messages), "yes", 0, 0 },
+	{ "metrics", "address", KEY_ENDPOINT, G(metrics_address), NULL, 0, 0 },
 };
 
 #define NKEYS        ARRAY_SIZE(keys)
@@ -566,6 +568,21 @@ static int set_value(struct parse *p, const struct key *k, void *base, struct sv
 		return set_file(p, base, value);
 	case KEY_PREFIXES:
 		return set_prefixes(p, k, field, value);
+	case KEY_ENDPOINT: {
+		char host[256], port[128];
+		char **addr = field;
+
+		if (value[0] != '\0' && config_split_address(value, host, sizeof(host), port, sizeof(port)) < 0)
+			return fail(p, -EINVAL,
+				    "[%s] %s: \"%s\" is not host:port, [ipv6]:port or an absolute unix socket path (or "
+				    "empty for none)",
+				    k->section, k->name, value);
+		free(*addr);
+		*addr = NULL;
+		if (value[0] != '\0' && !(*addr = strdup(value)))
+			return fail(p, -ENOMEM, "out of memory");
+		return 0;
+	}
 	case KEY_ADDRESS: {
 		char host[256], port[128];
 		char ***list = field;
@@ -627,6 +644,10 @@ static int listener_for(struct parse *p, const char *name, struct service **ret,
 			    "[listener %s]: a listener name is 1 to 64 letters, digits and _ . @ - (the "
 			    "FileDescriptorName= of its socket)",
 			    name);
+	if (strcmp(name, "metrics") == 0)
+		return fail(p, -EINVAL,
+			    "[listener metrics]: the socket named metrics serves GET /metrics, not clients (see "
+			    "[metrics]); give the listener another name");
 	if (c->nlisteners >= LISTENERS_MAX)
 		return fail(p, -E2BIG, "more than %d [listener] sections", LISTENERS_MAX);
 	svc = calloc(1, sizeof(*svc));
@@ -893,6 +914,7 @@ static int inherit(struct service *svc, const struct svc_state *st, const struct
 		}
 		case KEY_FILE:
 		case KEY_ADDRESS:
+		case KEY_ENDPOINT:
 			break;
 		}
 	}
@@ -1100,6 +1122,7 @@ struct config *config_unref(struct config *c)
 		free(c->listeners[i]);
 	}
 	strv_free(c->files);
+	free(c->metrics_address);
 	free(c);
 	return NULL;
 }
@@ -1206,6 +1229,12 @@ static void print_key(FILE *f, const struct key *k, const void *base, bool liste
 		for (char **a = *(char **const *)field; a && *a; a++)
 			fprintf(f, "%s = %s\n", k->name, *a);
 		break;
+	case KEY_ENDPOINT: {
+		const char *a = *(char *const *)field;
+
+		fprintf(f, "%s =%s%s\n", k->name, a ? " " : "", a ? a : "");
+		break;
+	}
 	}
 }
 

@@ -67,7 +67,8 @@ struct config {
 	struct service def;                       /* the global sections */
 	struct service *listeners[LISTENERS_MAX]; /* [listener NAME], in order of appearance */
 	size_t nlisteners;
-	char **files; /* the files read, NULL-terminated */
+	char *metrics_address; /* [metrics] address, standalone only; NULL: no metrics endpoint */
+	char **files;          /* the files read, NULL-terminated */
 };
 
 int config_load(const char *path, struct config **ret, char *err, size_t errlen);

@@ -3,7 +3,10 @@
  * refused, not guessed at. Each keeps its LISTEN_FDNAMES name (the socket
  * unit's FileDescriptorName=), which picks its [listener NAME] section.
  * Standalone, each [listen] address and each listener's address is bound
- * here, named after its listener; "[::]:port" is dual-stack. All fds end up
+ * here, named after its listener; "[::]:port" is dual-stack. The name
+ * "metrics" is not a listener's: those fds (FileDescriptorName=metrics, or
+ * the sockets bound for [metrics] address) go to l->metrics_fds, which the
+ * reactor never sees; metrics.c serves HTTP on them. All fds end up
  * non-blocking and close-on-exec. Runs once at start, before any thread
  * exists (sd_listen_fds() requires it). */
 #include "listen.h"
@@ -33,11 +36,25 @@ static int fd_prepare(int fd)
 	return 0;
 }
 
+static bool is_metrics(const char *name)
+{
+	return name && strcmp(name, LISTEN_METRICS_NAME) == 0;
+}
+
 static int push_fd(struct listeners *l, int fd, const char *name)
 {
-	int *n = realloc(l->fds, (l->n + 1) * sizeof(int));
+	int *n;
 	char **nn;
 
+	if (is_metrics(name)) {
+		n = realloc(l->metrics_fds, (l->nmetrics + 1) * sizeof(int));
+		if (!n)
+			return -ENOMEM;
+		l->metrics_fds = n;
+		l->metrics_fds[l->nmetrics++] = fd;
+		return 0;
+	}
+	n = realloc(l->fds, (l->n + 1) * sizeof(int));
 	if (!n)
 		return -ENOMEM;
 	l->fds = n;
@@ -76,6 +93,12 @@ static int take_activated(int n, char **names, struct listeners *l, char *err, s
 		}
 	}
 	l->activated = true;
+	if (l->n == 0) {
+		snprintf(err, errlen,
+			 "systemd passed only the metrics socket (FileDescriptorName=%s): no socket for clients",
+			 LISTEN_METRICS_NAME);
+		return -EDESTADDRREQ;
+	}
 	return 0;
 }
 
@@ -172,6 +195,21 @@ static int bind_all(char **addresses, const char *name, struct listeners *l, cha
 	return r;
 }
 
+/* [metrics] address: host:port or a unix path, checked at config load. */
+static int bind_metrics(const char *addr, struct listeners *l, char *err, size_t errlen)
+{
+	char host[256], port[128], what[512];
+
+	if (config_split_address(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+		snprintf(err, errlen, "Invalid [metrics] address %s", addr);
+		return -EINVAL;
+	}
+	snprintf(what, sizeof(what), "[metrics] address %s", addr);
+	if (host[0])
+		return bind_inet(what, host, port, LISTEN_METRICS_NAME, l, err, errlen);
+	return bind_unix(port, LISTEN_METRICS_NAME, l, err, errlen);
+}
+
 /* Takes systemd's sockets when there are any, else binds addresses. */
 int listen_open(const struct config *cfg, struct listeners *ret, char *err, size_t errlen)
 {
@@ -190,6 +228,8 @@ int listen_open(const struct config *cfg, struct listeners *ret, char *err, size
 		r = bind_all(cfg->def.listen, NULL, &l, err, errlen);
 		for (size_t i = 0; r == 0 && i < cfg->nlisteners; i++)
 			r = bind_all(cfg->listeners[i]->listen, cfg->listeners[i]->name, &l, err, errlen);
+		if (r == 0 && cfg->metrics_address)
+			r = bind_metrics(cfg->metrics_address, &l, err, errlen);
 		if (r == 0 && l.n == 0) {
 			snprintf(err, errlen, "No socket passed by systemd and no [listen] address configured");
 			r = -EDESTADDRREQ;
@@ -200,6 +240,7 @@ int listen_open(const struct config *cfg, struct listeners *ret, char *err, size
 	free(names);
 	if (r < 0) {
 		listen_close(&l);
+		listen_close_metrics(&l);
 		return r;
 	}
 	*ret = l;
@@ -218,4 +259,16 @@ void listen_close(struct listeners *l)
 	l->fds = NULL;
 	l->names = NULL;
 	l->n = 0;
+}
+
+/* Apart from listen_close(), which the reactor calls on SIGTERM to stop
+ * accepting clients: the metrics endpoint serves on until poold exits. */
+void listen_close_metrics(struct listeners *l)
+{
+	for (size_t i = 0; i < l->nmetrics; i++)
+		if (l->metrics_fds[i] >= 0)
+			close(l->metrics_fds[i]);
+	free(l->metrics_fds);
+	l->metrics_fds = NULL;
+	l->nmetrics = 0;
 }

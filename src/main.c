@@ -1,11 +1,13 @@
 /* main.c - start-up and the ways out: command line, config, logging,
  * sockets (sd_listen_fds() before any thread exists), then the reactor and
- * its pool, READY=1, and STOPPING=1 on every exit. Exit codes follow
- * sysexits.h so systemd can tell a config error (78, not restarted) from a
- * crash. The only place that may exit the process. */
+ * its threads, the metrics endpoint's HTTP thread (after the signal mask is
+ * set: it inherits it), READY=1, and STOPPING=1 on every exit. Exit codes
+ * follow sysexits.h so systemd can tell a config error (78, not restarted)
+ * from a crash. The only place that may exit the process. */
 #include "config.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "reactor.h"
 #include "util.h"
@@ -129,6 +131,7 @@ static int run(int argc, char **argv)
 	struct config *cfg = NULL;
 	struct listeners listeners = { 0 };
 	struct reactor *reactor = NULL;
+	struct metrics *metrics = NULL;
 	struct log *log = NULL;
 	char err[1024];
 	sigset_t mask;
@@ -190,14 +193,30 @@ static int run(int argc, char **argv)
 		r = fatal(log, EX_OSERR, "%s", err);
 		goto out;
 	}
+	if (listeners.nmetrics > 0) {
+		r = metrics_start(listeners.metrics_fds, listeners.nmetrics, reactor_metrics, reactor, log, &metrics,
+				  err, sizeof(err));
+		if (r < 0) {
+			r = fatal(log, EX_OSERR, "Failed to start the metrics endpoint: %s", err);
+			goto out;
+		}
+	} else if (listeners.activated && cfg->metrics_address) {
+		log_event(log, LOG_NOTICE, NULL, NULL,
+			  "[metrics] address = %s is not used: systemd passed the sockets and none named %s "
+			  "(enable poold-metrics.socket), ignoring.",
+			  cfg->metrics_address, LISTEN_METRICS_NAME);
+	}
 	r = reactor_run(reactor);
 	if (r < 0)
 		r = fatal(log, EX_OSERR, "Event loop failed: %s", strerror(-r));
 	else
 		notify_stopping();
 out:
+	/* Before the reactor: a scrape reads its counters. */
+	metrics = metrics_stop(metrics);
 	reactor = reactor_free(reactor);
 	listen_close(&listeners);
+	listen_close_metrics(&listeners);
 	config_unref(cfg);
 	log = log_free(log);
 	return r;

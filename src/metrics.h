@@ -32,9 +32,9 @@ struct metrics_listener {
 struct metrics_snapshot {
 	struct metrics_listener *listeners; /* malloc'd by the filler, freed by metrics_snapshot_free() */
 	size_t nlisteners;
-	unsigned sessions_active;       /* open connections (admitted, not yet closed) */
-	unsigned parked;                /* waiting for their client in an event loop */
-	unsigned queue_waiting;         /* clients in the listen backlogs, not yet accepted */
+	unsigned sessions_active; /* open connections (admitted, not yet closed) */
+	unsigned parked;          /* waiting for their client in an event loop */
+	unsigned queue_waiting;   /* clients in the listen backlogs, not yet accepted */
 	unsigned threads_busy, threads_idle;
 	uint64_t messages_received, bytes_received, bytes_sent;
 	/* Sessions by duration: duration_bucket[i] counts those that took
@@ -51,5 +51,19 @@ struct metrics_snapshot {
 typedef void (*metrics_collect_fn)(void *ctx, struct metrics_snapshot *s);
 
 void metrics_snapshot_free(struct metrics_snapshot *s);
+
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4"
+
+/* Serves GET /metrics on each listening fd (borrowed: the caller closes them
+ * after metrics_stop()), each from an HTTP thread of its own; collect(ctx, ...)
+ * fills the snapshot of each scrape, on that thread. */
+int metrics_start(const int *fds, size_t nfds, metrics_collect_fn collect, void *ctx, struct log *log,
+		  struct metrics **ret, char *err, size_t errlen);
+struct metrics *metrics_stop(struct metrics *m);
+
+/* The scrape body: a snapshot as text format 0.0.4, malloc'd into *ret. */
+int metrics_render(const struct metrics_snapshot *s, const char *version, char **ret, size_t *ret_len);
+/* The reason label of a refusal (enum refusal): "deny", "queue_max", ... */
+const char *metrics_refusal_name(int refusal);
 
 #endif

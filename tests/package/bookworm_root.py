@@ -28,9 +28,9 @@ ROOT = os.environ.get("POOLD_BOOKWORM_ROOT", "/var/tmp/poold-bookworm-root")
 SUITE = "bookworm"
 INCLUDE = ["systemd", "systemd-sysv", "dbus", "python3-minimal", "man-db"]
 # Runtime dependencies of the poold .deb that minbase + INCLUDE lack
-# (dpkg-deb -f poold_*.deb Depends: libc6, libinih1, libsystemd0).
-EXTRA_DEBS = ["libinih1"]
-RECIPE = 6  # bump when the build steps below change
+# (dpkg-deb -f poold_*.deb Depends: libc6, libinih1, libmicrohttpd12, libsystemd0).
+EXTRA_DEBS = ["libinih1", "libmicrohttpd12"]
+RECIPE = 7  # bump when the build steps below change
 STAMP = ".poold-root-stamp"
 DEBOOTSTRAP_TIMEOUT = 600
 APT_TIMEOUT = 300

@@ -20,6 +20,7 @@ EXPECTED_FILES = {
     "/etc/poold/poold.conf",
     "/etc/poold/poold.conf.d",
     "/lib/systemd/system/poold-banner.socket",
+    "/lib/systemd/system/poold-metrics.socket",
     "/lib/systemd/system/poold.service",
     "/lib/systemd/system/poold.socket",
     "/usr/sbin/poold",
@@ -57,7 +58,7 @@ def test_deb_fields(debs, version):
     assert dpkg_deb("-f", deb, "Package").strip() == "poold"
     assert dpkg_deb("-f", deb, "Version").strip().rsplit("-", 1)[0] == version
     depends = dpkg_deb("-f", deb, "Depends")
-    for lib in ("libc6", "libinih1", "libsystemd0"):
+    for lib in ("libc6", "libinih1", "libsystemd0", "libmicrohttpd12"):
         assert lib in depends, depends
     assert control_file(deb, "conffiles").split() == ["/etc/poold/poold.conf"]
 
@@ -102,6 +103,12 @@ def test_deb_maintainer_scripts(debs):
     assert "restart 'poold-banner.socket'" not in postinst
     assert "deb-systemd-invoke stop 'poold-banner.socket'" in prerm
     assert "deb-systemd-helper purge 'poold-banner.socket'" in postrm
+    # the metrics socket: the same as the example one
+    assert "deb-systemd-helper --quiet was-enabled 'poold-metrics.socket'" in postinst
+    assert "deb-systemd-helper debian-installed 'poold-metrics.socket'" in postinst
+    assert "restart 'poold-metrics.socket'" not in postinst
+    assert "deb-systemd-invoke stop 'poold-metrics.socket'" in prerm
+    assert "deb-systemd-helper purge 'poold-metrics.socket'" in postrm
     assert "rm -rf /etc/poold/poold.conf.d" in postrm
 
 
@@ -134,9 +141,11 @@ def test_install_enables_socket_and_serves(box):
     assert "2727" in box.show("poold.socket", "Listen")
     # the package does not start the service: the first client does
     assert box.state("poold.service") == "inactive"
-    # the example second socket is installed, not enabled, not listening
-    assert box.sh(["systemctl", "is-enabled", "poold-banner.socket"], check=False).strip() == "disabled"
-    assert box.state("poold-banner.socket") == "inactive"
+    # the example second socket and the metrics socket are installed, not
+    # enabled, not listening
+    for unit in ("poold-banner.socket", "poold-metrics.socket"):
+        assert box.sh(["systemctl", "is-enabled", unit], check=False).strip() == "disabled"
+        assert box.state(unit) == "inactive"
 
     lines = client(box, "127.0.0.1", 1, "hello-from-package-test")
     assert lines[0] == "ok 1", lines
@@ -162,6 +171,25 @@ def test_install_enables_socket_and_serves(box):
     journal = wait_until(logged, 10, step=0.1)
     assert journal, box.sh(["journalctl", "-u", "poold", "--no-pager"], check=False)
     assert "Received message" in journal
+
+
+def test_metrics_socket_serves_prometheus_text(box):
+    """libmicrohttpd comes in as a dependency, and the packaged
+    poold-metrics.socket, once enabled, serves GET /metrics."""
+    install(box, box.deb1)
+    box.sh(["systemctl", "enable", "--now", "poold-metrics.socket"])
+    assert box.state("poold-metrics.socket") == "active"
+    assert client(box, "127.0.0.1", 2, "")[0] == "ok 2"
+    raw = box.sh(["python3", "-c",
+                  "import socket,sys;s=socket.create_connection(('127.0.0.1',9727),10);"
+                  "s.sendall(b'GET /metrics HTTP/1.0\\r\\n\\r\\n');d=b''\n"
+                  "while True:\n c=s.recv(65536)\n if not c: break\n d+=c\n"
+                  "sys.stdout.write(d.decode())"])
+    head, _, body = raw.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 200 OK"), head
+    assert "Content-Type: text/plain; version=0.0.4" in head, head
+    assert 'poold_connections_accepted_total{listener="poold"} 2\n' in body, body
+    assert "# TYPE poold_session_duration_seconds histogram\n" in body, body
 
 
 def test_man_pages(box):
@@ -218,7 +246,7 @@ def test_upgrade_keeps_conffile_and_restarts_onto_new_binary(box, version):
 def test_remove_stops_and_purge_removes_config(box):
     install(box, box.deb1)
     # an administrator enabled the example socket: removal stops it too
-    box.sh(["systemctl", "enable", "--now", "poold-banner.socket"])
+    box.sh(["systemctl", "enable", "--now", "poold-banner.socket", "poold-metrics.socket"])
     assert client(box)[0] == "ok 1"
     assert box.state("poold.service") == "active"
     box.c.write_file("/etc/poold/poold.conf.d/50-local.conf", "[pool]\nthreads = 2\n")
@@ -226,6 +254,7 @@ def test_remove_stops_and_purge_removes_config(box):
     box.apt("remove", "poold")
     assert box.state("poold.socket") == "inactive"
     assert box.state("poold-banner.socket") == "inactive"
+    assert box.state("poold-metrics.socket") == "inactive"
     assert box.state("poold.service") == "inactive"
     lines = client(box)
     assert lines[0].startswith("err 1") and "refused" in lines[0], lines

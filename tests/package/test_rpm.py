@@ -17,6 +17,7 @@ EXPECTED = {
     "/etc/poold/poold.conf",
     "/etc/poold/poold.conf.d",
     UNITDIR + "/poold-banner.socket",
+    UNITDIR + "/poold-metrics.socket",
     UNITDIR + "/poold.service",
     UNITDIR + "/poold.socket",
     "/usr/sbin/poold",
@@ -78,7 +79,7 @@ def test_rpm_file_flags(rpm_build):
 
 def test_rpm_requires(rpm_build):
     req = rpmq("-qp", "--requires", rpm_build.path).split("\n")
-    for r in ("libinih.so.1()(64bit)", "libsystemd.so.0()(64bit)", "systemd"):
+    for r in ("libinih.so.1()(64bit)", "libsystemd.so.0()(64bit)", "libmicrohttpd.so.12()(64bit)", "systemd"):
         assert r in req, req
 
 
@@ -92,10 +93,11 @@ def test_rpm_scriptlets(rpm_build):
     assert "[ $1 -eq 1 ]" in got["postinstall"]
     assert helper + " install-system-units poold.socket poold.service" in got["postinstall"]
     assert "[ $1 -eq 0 ]" in got["preuninstall"]
-    assert (helper + " remove-system-units poold.socket poold.service poold-banner.socket"
+    assert (helper + " remove-system-units poold.socket poold.service poold-banner.socket poold-metrics.socket"
             in got["preuninstall"])
-    # the example second socket: no preset on install (it stays disabled), but
-    # removal disables and stops it where an administrator enabled it
+    # the example second socket and the metrics socket: no preset on install
+    # (they stay disabled), but removal disables and stops them where an
+    # administrator enabled them
     units = re.search(r"install-system-units (.*) \|\| :", got["postinstall"]).group(1)
     assert units.split() == ["poold.socket", "poold.service"], got["postinstall"]
     # upgrade: restart the service only; the socket keeps its queued clients

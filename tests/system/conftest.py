@@ -59,7 +59,7 @@ def _finish_stage(dest):
             pytest.fail("make install did not install /" + need)
     etc = os.path.join(dest, "etc")
     usr = stage_merged_usr(dest)
-    for unit in ("poold.socket", "poold.service", "poold-banner.socket"):
+    for unit in ("poold.socket", "poold.service", "poold-banner.socket", "poold-metrics.socket"):
         if not os.path.exists(os.path.join(usr, "lib/systemd/system", unit)):
             pytest.fail("make install did not install /lib/systemd/system/" + unit)
     return {"usr": usr, "etc": etc, "dest": dest}
