@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab bench-scale profile
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab bench-scale bench-scrape profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -133,6 +133,10 @@ bench-scale: $(BIN)
 # Two poold builds, interleaved under W1/W2 (make bench-ab BASE=/path/to/old/poold).
 bench-ab: $(BIN)
 	$(PYTHON) tests/bench/ab $(BENCH_AB_ARGS) $(BASE) $(abspath $(BIN))
+# This build without and with a scraper polling GET /metrics every 100 ms,
+# W1/W2, CPU per connection and the difference (issue 15).
+bench-scrape: $(BIN)
+	$(PYTHON) tests/bench/ab --scrape $(BENCH_SCRAPE_ARGS) $(abspath $(BIN))
 # callgrind and perf profiles of poold under W1 and W2.
 profile: $(BIN)
 	POOLD_BIN=$(abspath $(BIN)) tests/bench/profile $(PROFILE_DIR)
