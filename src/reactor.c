@@ -64,6 +64,7 @@
 #define LOOPS_MAX           1024                  /* [pool] threads' upper bound */
 #define ACCEPT_BATCH        16                    /* accepts per listener wake-up: the rest go to other loops */
 #define ACCEPT_PAUSE_USEC   (100 * USEC_PER_MSEC) /* after EMFILE/ENOBUFS */
+#define ROTATE_ACCEPTS      32                    /* then the loop goes to the back of the line, see rotate() */
 #define STATUS_USEC         USEC_PER_SEC
 #define REFUSE_LOGS_PER_SEC 10
 #define TAG_WAKE            UINT64_C(1) /* epoll data: odd values are not links */
@@ -147,6 +148,7 @@ struct loop {
 	bool listening, unlistened;  /* listening fds in its set; removed for good */
 	bool aborted;
 	uint64_t accept_resume_usec; /* after an accept failure */
+	unsigned accepts_since_rotate;
 	uint64_t next_sweep_usec;
 	void *scratch;       /* the sessions' read buffer */
 	atomic_bool retire;  /* reload shrank the pool: finish what it has, then exit */
@@ -557,6 +559,25 @@ static void accept_one(struct loop *l, size_t idx, int fd, const struct sockaddr
 	run_step(l, k);
 }
 
+/* EPOLLEXCLUSIVE wakes the first loop in the listening socket's wait queue
+ * that is waiting, and the queue keeps the order the loops registered in:
+ * left alone, the first loop takes nearly every client whenever it is idle
+ * (on one core, always), and serves all of them. So every ROTATE_ACCEPTS
+ * clients a loop moves itself to the back of that queue (EPOLL_CTL_DEL and
+ * _ADD of the listening fd): the next idle loop in line takes the next
+ * clients, and accepting goes round the loops. Two epoll_ctl() calls per
+ * ROTATE_ACCEPTS accepts. */
+static void rotate(struct loop *l, size_t idx)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTENER(idx) };
+	int fd = l->r->ls[idx].fd;
+
+	l->accepts_since_rotate = 0;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		log_event(l->r->log, LOG_WARNING, NULL, NULL, "Failed to re-add a listening socket: %s, ignoring.",
+			  strerror(errno));
+}
+
 static void on_listener(struct loop *l, size_t idx)
 {
 	/* The loop removed the listeners earlier in this turn (stop, retire
@@ -586,6 +607,10 @@ static void on_listener(struct loop *l, size_t idx)
 		if (len == 0 || ss.ss_family == AF_UNSPEC)
 			ss.ss_family = AF_UNIX;
 		accept_one(l, idx, fd, &ss, len);
+		if (++l->accepts_since_rotate >= ROTATE_ACCEPTS && l->listening) {
+			rotate(l, idx);
+			return;
+		}
 	}
 }
 
