@@ -933,7 +933,8 @@ static unsigned conn_count(struct reactor *r)
 }
 
 /* Clients that connected and wait in the listening sockets' backlogs for a
- * loop to accept them: the waiting room. TCP only (for a listening socket
+ * loop to accept them: the waiting room. From the main thread, or with
+ * loops_lock held. TCP only (for a listening socket
  * tcpi_unacked is its accept queue's length). */
 static unsigned backlog_waiting(struct reactor *r)
 {
@@ -1187,6 +1188,8 @@ static void stop(struct reactor *r)
  * refused by the kernel instead of waiting in a backlog nobody accepts. */
 static void close_listeners(struct reactor *r)
 {
+	/* Under loops_lock: a scrape reads their backlogs (reactor_metrics()). */
+	pthread_mutex_lock(&r->loops_lock);
 	for (size_t i = 0; i < r->nfds; i++) {
 		if (r->ls[i].fd < 0)
 			continue;
@@ -1195,6 +1198,7 @@ static void close_listeners(struct reactor *r)
 		r->listeners->fds[i] = -1;
 	}
 	r->listeners_closed = true;
+	pthread_mutex_unlock(&r->loops_lock);
 }
 
 static void on_signal(struct reactor *r)
@@ -1441,11 +1445,11 @@ void reactor_metrics(void *ctx, struct metrics_snapshot *s)
 			add_group(m, &l->groups[i]);
 		n++;
 	}
+	s->queue_waiting = backlog_waiting(r);
 	pthread_mutex_unlock(&r->loops_lock);
 	s->nlisteners = n;
 	s->sessions_active = conn_count(r);
 	s->parked = t.parked;
-	s->queue_waiting = backlog_waiting(r);
 	s->threads_busy = t.busy;
 	s->threads_idle = t.loops > t.busy ? t.loops - t.busy : 0;
 	s->messages_received = t.messages;
