@@ -72,7 +72,7 @@
 
 /* A counter with one writer (its loop) and any number of readers: a
  * relaxed load and store, no locked read-modify-write on the hot path. */
-#define STAT_ADD(x, n) \
+#define STAT_ADD(x, n)                                                                                                 \
 	atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), memory_order_relaxed)
 #define STAT(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
@@ -141,19 +141,19 @@ struct loop {
 	pthread_t thread;
 	bool started, joined;
 	int epfd, wakefd;
-	struct link *conns;          /* every connection it owns */
-	struct config *cfg;          /* its reference to the current config */
-	const struct service **svc;  /* per listening fd, under cfg */
-	uint64_t epoch;              /* the reactor's epoch it last acted on */
-	bool listening, unlistened;  /* listening fds in its set; removed for good */
+	struct link *conns;         /* every connection it owns */
+	struct config *cfg;         /* its reference to the current config */
+	const struct service **svc; /* per listening fd, under cfg */
+	uint64_t epoch;             /* the reactor's epoch it last acted on */
+	bool listening, unlistened; /* listening fds in its set; removed for good */
 	bool aborted;
 	uint64_t accept_resume_usec; /* after an accept failure */
 	unsigned accepts_since_rotate;
 	uint64_t next_sweep_usec;
-	void *scratch;       /* the sessions' read buffer */
-	atomic_bool retire;  /* reload shrank the pool: finish what it has, then exit */
+	void *scratch;      /* the sessions' read buffer */
+	atomic_bool retire; /* reload shrank the pool: finish what it has, then exit */
 	atomic_bool exited;
-	uint64_t wd_turns;   /* main thread: turns at the last watchdog look */
+	uint64_t wd_turns; /* main thread: turns at the last watchdog look */
 	struct loop *next_retired;
 	struct group_stats *groups; /* per listening fd, used at its group's index */
 	struct loop_stats st __attribute__((aligned(64)));
@@ -173,8 +173,8 @@ struct reactor {
 	struct config *cfg;
 	atomic_uint_fast64_t epoch; /* bumped on every change a loop must see */
 	atomic_bool stopping, aborting;
-	atomic_int failed;        /* a loop's epoll_wait() failed: its errno */
-	atomic_uint unlistened;   /* loops that removed the listeners */
+	atomic_int failed;      /* a loop's epoll_wait() failed: its errno */
+	atomic_uint unlistened; /* loops that removed the listeners */
 	bool listeners_closed;
 
 	/* loops_lock guards these for readers outside the main thread. */
@@ -653,7 +653,6 @@ static uint64_t sweep_interval(const struct config *cfg)
 	return t;
 }
 
-
 /* Takes the current config: the loop's reference and its listeners'
  * settings. Connections keep the config they were accepted under. */
 static void loop_take_config(struct loop *l)
@@ -1036,8 +1035,7 @@ static void map_listeners(struct reactor *r, const struct config *cfg)
 
 		if (config_service(cfg, ls->name)->proxy)
 			sec = 1;
-		if (sec != ls->defer_sec &&
-		    setsockopt(ls->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &sec, sizeof(sec)) == 0)
+		if (sec != ls->defer_sec && setsockopt(ls->fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &sec, sizeof(sec)) == 0)
 			ls->defer_sec = sec;
 	}
 	for (size_t k = 0; k < cfg->nlisteners; k++) {
@@ -1102,7 +1100,6 @@ static bool same_addresses(const struct config *a, const struct config *b)
 			return false;
 	return true;
 }
-
 
 /* Standalone, the waiting room is the backlog of the sockets poold bound:
  * queue_max, set again (listen() on a listening socket changes it) at

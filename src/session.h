@@ -63,13 +63,13 @@ struct conn {
 	const struct service *svc; /* its listener's settings (the loop holds the config) */
 	size_t sent;               /* payload bytes sent */
 	unsigned messages;
-	uint64_t received;                               /* bytes */
-	uint64_t start_usec, active_usec;                /* monotonic */
-	uint64_t linger_start_usec;                      /* when our side shut down */
-	uint64_t discarded;                              /* bytes drained while lingering */
-	const char *reason;                              /* why the session ended */
-	const char *linger_end;                          /* how the lingering close ended */
-	bool clean;                                      /* nothing of ours was left unacknowledged */
+	uint64_t received;                /* bytes */
+	uint64_t start_usec, active_usec; /* monotonic */
+	uint64_t linger_start_usec;       /* when our side shut down */
+	uint64_t discarded;               /* bytes drained while lingering */
+	const char *reason;               /* why the session ended */
+	const char *linger_end;           /* how the lingering close ended */
+	bool clean;                       /* nothing of ours was left unacknowledged */
 	struct peer peer;
 	struct proxy_info *proxy; /* after a PROXY header; NULL otherwise */
 	bool health_check;        /* a PROXY LOCAL header: the balancer's own check */
