@@ -1,6 +1,6 @@
-"""The event loop's error exit: every connection still open (parked, queued
-for a worker or lingering) is closed and logged before poold exits, none is
-left to the kernel (and, under ASan, none leaks)."""
+"""An event loop's error exit: every connection still open (waiting for its
+client, just accepted or lingering) is closed and logged before poold exits,
+none is left to the kernel (and, under ASan, none leaks)."""
 import re
 import socket
 import time
@@ -17,8 +17,8 @@ def test_error_exit_closes_every_open_connection(poold, tmp_path):
     parked = [p.connect() for _ in range(20)]
     for s in parked:
         recv_exact(s, 26)  # then parked, waiting for messages
-    # The loop's last turn accepts a burst and queues it for the one worker;
-    # then epoll_wait() fails, with most of the burst still queued.
+    # The loop's last turn accepts a burst and serves it; then epoll_wait()
+    # fails, with those clients and the parked ones still open.
     open(trigger, "w").close()
     time.sleep(0.06)  # the shim is asleep in epoll_wait() now
     burst = []
