@@ -50,7 +50,6 @@ static const char *const refusal_names[] = {
 	[REFUSE_PER_SOURCE_RATE] = "per_source_rate",
 	[REFUSE_MAX_CONNECTIONS] = "max_connections",
 	[REFUSE_PER_SOURCE] = "per_source",
-	[REFUSE_QUEUE_MAX] = "queue_max",
 	[REFUSE_NO_FDS] = "no_fds",
 	[REFUSE_NO_MEMORY] = "no_memory",
 	[REFUSE_PROXY_UNTRUSTED] = "proxy_untrusted",

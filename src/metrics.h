@@ -63,7 +63,7 @@ struct metrics *metrics_stop(struct metrics *m);
 
 /* The scrape body: a snapshot as text format 0.0.4, malloc'd into *ret. */
 int metrics_render(const struct metrics_snapshot *s, const char *version, char **ret, size_t *ret_len);
-/* The reason label of a refusal (enum refusal): "deny", "queue_max", ... */
+/* The reason label of a refusal (enum refusal): "deny", "max_connections", ... */
 const char *metrics_refusal_name(int refusal);
 
 #endif

@@ -85,7 +85,6 @@ static const struct {
 	[REFUSE_PER_SOURCE_RATE] = { "per_source_rate", "too many new connections from this source (per_source_rate)" },
 	[REFUSE_MAX_CONNECTIONS] = { "max_connections", "too many connections (max_connections)" },
 	[REFUSE_PER_SOURCE] = { "per_source", "too many connections from this source (per_source)" },
-	[REFUSE_QUEUE_MAX] = { "queue_max", "all workers busy and the queue is full (queue_max)" },
 	[REFUSE_NO_FDS] = { "out of file descriptors", "out of file descriptors" },
 	[REFUSE_NO_MEMORY] = { "out of memory", "out of memory" },
 	[REFUSE_PROXY_UNTRUSTED] = { "proxy_from", "PROXY header sender not in proxy_from" },

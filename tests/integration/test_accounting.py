@@ -1,5 +1,5 @@
-"""What counts against which limit: the waiting room (queue_max) holds only
-clients that wait for a busy worker, unix-socket clients count per peer uid,
+"""What counts against which limit: the waiting room (queue_max, the listen
+backlog) turns no client of a burst away while threads are idle, unix-socket clients count per peer uid,
 a reload reports the threads that really run, and send_buffer caps what the
 kernel holds for one client."""
 import os
@@ -29,7 +29,8 @@ def burst(p, n):
     return got
 
 
-def test_queue_max_does_not_turn_clients_away_while_workers_are_idle(poold):
+def test_queue_max_does_not_turn_clients_away_while_threads_are_idle(poold):
+    # A backlog of one: idle loops accept a burst as fast as it arrives.
     p = poold("[pool]\nthreads = 8\nqueue_max = 1\n[session]\nmax_messages = 0\n"
               "[limits]\noverload = busy\n")
     results = []

@@ -139,7 +139,7 @@ def test_scrape_after_traffic_refusals_and_reloads_passes_promtool(poold):
     assert value(m, "poold_build_info", version=open(os.path.join(ROOT, "VERSION")).read().strip()) == 1
     assert value(m, "poold_connections_accepted_total", listener="default") == 5
     assert value(m, "poold_connections_refused_total", listener="default", reason="deny") == 3
-    assert value(m, "poold_connections_refused_total", listener="default", reason="queue_max") == 0
+    assert value(m, "poold_connections_refused_total", listener="default", reason="max_connections") == 0
     assert value(m, "poold_messages_received_total") == 10
     assert value(m, "poold_bytes_received_total") == 5 * len(b"helloworld!")
     assert value(m, "poold_bytes_sent_total") == 5 * len(TUTORIAL_PAYLOAD)

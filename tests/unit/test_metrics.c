@@ -110,15 +110,15 @@ TEST(values_land_on_their_lines)
 	};
 	_cleanup_free_ char *t = NULL;
 
-	l[1].refused[REFUSE_QUEUE_MAX] = 17;
+	l[1].refused[REFUSE_MAX_CONNECTIONS] = 17;
 	l[0].refused[REFUSE_PROXY_TIMEOUT] = 1;
 	t = render(&s, "0.1.0");
 	ASSERT(t);
 	ASSERT(value_is(t, "poold_connections_accepted_total{listener=\"default\"}", "7"));
 	ASSERT(value_is(t, "poold_connections_accepted_total{listener=\"banner\"}", "2"));
-	ASSERT(value_is(t, "poold_connections_refused_total{listener=\"banner\",reason=\"queue_max\"}", "17"));
+	ASSERT(value_is(t, "poold_connections_refused_total{listener=\"banner\",reason=\"max_connections\"}", "17"));
 	ASSERT(value_is(t, "poold_connections_refused_total{listener=\"default\",reason=\"proxy_timeout\"}", "1"));
-	ASSERT(value_is(t, "poold_connections_refused_total{listener=\"default\",reason=\"queue_max\"}", "0"));
+	ASSERT(value_is(t, "poold_connections_refused_total{listener=\"default\",reason=\"max_connections\"}", "0"));
 	ASSERT_EQ(count(t, "\npoold_connections_refused_total{"), 2 * REFUSE_N);
 	ASSERT(value_is(t, "poold_sessions_active", "5"));
 	ASSERT(value_is(t, "poold_connections_parked", "3"));
