@@ -130,9 +130,12 @@ def test_every_client_served_under_its_real_address(fleet, figures):
     for name, box in fleet.hosts.items():
         assert box.journal("POOLD_REMOTE_ADDR=" + LB) == [], name
         # ... and counted apart in poold's status line.
-        m = wait_until(lambda: re.search(r"PROXY headers (\d+), health checks (\d+)",
-                                         box.show("poold.service", "StatusText")),
-                       timeout=5, what="%s's status line counts the PROXY headers" % name)
+        def counted(box=box):
+            # STATUS= is refreshed about once a second: wait for the one
+            # written after this host's 20 clients.
+            m = re.search(r"PROXY headers (\d+), health checks (\d+)", box.show("poold.service", "StatusText"))
+            return m if m and int(m.group(1)) >= 20 else None
+        m = wait_until(counted, timeout=5, what="%s's status line counts the PROXY headers" % name)
         assert int(m.group(1)) >= 20 and int(m.group(2)) > 0, m.group(0)
         checks[name] = m.group(0)
     servers = fleet.servers()
