@@ -59,6 +59,7 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 
 #define LOOPS_MAX           1024 /* [pool] threads' upper bound */
@@ -68,6 +69,7 @@
 #define STATUS_USEC         USEC_PER_SEC
 #define REFUSE_LOGS_PER_SEC 10
 #define TAG_WAKE            UINT64_C(1) /* epoll data: odd values are not links */
+#define TAG_TIMER           UINT64_C(5)
 #define TAG_LISTENER(i)     ((uint64_t)(i) << 2 | 3)
 
 /* A counter with one writer (its loop) and any number of readers: a
@@ -139,7 +141,8 @@ struct loop {
 	unsigned index;
 	pthread_t thread;
 	bool started, joined;
-	int epfd, wakefd;
+	int epfd, wakefd, timerfd;
+	uint64_t timer_usec;        /* the timerfd's period: the sweep interval */
 	struct link *conns;         /* every connection it owns */
 	struct config *cfg;         /* its reference to the current config */
 	const struct service **svc; /* per listening fd, under cfg */
@@ -705,21 +708,38 @@ static void loop_refresh(struct loop *l)
 	}
 }
 
-/* Runs the loop's timers; returns the epoll timeout until the next, in ms. */
+/* Runs the loop's timers; returns the epoll timeout in ms: -1, since a
+ * periodic timerfd in the set wakes the loop for its sweep. epoll_wait()
+ * with a timeout arms and cancels a kernel timer each time it sleeps, that
+ * is for nearly every message of a client that sends them apart; the
+ * timerfd is armed once per sweep interval. Only an accept pause (after
+ * EMFILE) takes a finite timeout. */
 static int loop_timers(struct loop *l)
 {
-	uint64_t now = now_usec(), next;
+	uint64_t now = now_usec(), interval = sweep_interval(l->cfg);
 
 	if (!l->listening && !l->unlistened && now >= l->accept_resume_usec)
 		loop_listen(l, true);
 	if (now >= l->next_sweep_usec) {
 		sweep(l, now);
-		l->next_sweep_usec = now + sweep_interval(l->cfg);
+		l->next_sweep_usec = now + interval;
 	}
-	next = l->next_sweep_usec;
-	if (!l->listening && !l->unlistened && l->accept_resume_usec < next)
-		next = l->accept_resume_usec;
-	return next <= now ? 0 : (int)((next - now + 999) / 1000);
+	if (interval != l->timer_usec) {
+		struct itimerspec its = {
+			.it_interval = { .tv_sec = (time_t)(interval / USEC_PER_SEC),
+					 .tv_nsec = (long)(interval % USEC_PER_SEC) * 1000 },
+		};
+
+		its.it_value = its.it_interval;
+		if (timerfd_settime(l->timerfd, 0, &its, NULL) == 0)
+			l->timer_usec = interval;
+	}
+	if (!l->listening && !l->unlistened)
+		return l->accept_resume_usec <= now ? 0 : (int)((l->accept_resume_usec - now + 999) / 1000);
+	/* A timerfd that failed to arm: fall back to a timeout. */
+	if (l->timer_usec != interval)
+		return l->next_sweep_usec <= now ? 0 : (int)((l->next_sweep_usec - now + 999) / 1000);
+	return -1;
 }
 
 static void *loop_main(void *arg)
@@ -757,10 +777,10 @@ static void *loop_main(void *arg)
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = ev[i].data.u64;
 
-			if (tag == TAG_WAKE) {
+			if (tag == TAG_WAKE || tag == TAG_TIMER) {
 				uint64_t v;
 
-				(void)!read(l->wakefd, &v, sizeof(v));
+				(void)!read(tag == TAG_WAKE ? l->wakefd : l->timerfd, &v, sizeof(v));
 			} else if (tag & 1) {
 				on_listener(l, (size_t)(tag >> 2));
 			} else {
@@ -791,6 +811,8 @@ static void loop_free(struct loop *l)
 		close(l->epfd);
 	if (l->wakefd >= 0)
 		close(l->wakefd);
+	if (l->timerfd >= 0)
+		close(l->timerfd);
 	config_unref(l->cfg);
 	free(l->svc);
 	free(l->groups);
@@ -808,6 +830,7 @@ static void loop_join(struct loop *l)
 static int loop_start(struct reactor *r, unsigned index, struct loop **ret)
 {
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_WAKE };
+	struct epoll_event tev = { .events = EPOLLIN, .data.u64 = TAG_TIMER };
 	pthread_attr_t attr;
 	struct loop *l;
 	int k;
@@ -822,11 +845,13 @@ static int loop_start(struct reactor *r, unsigned index, struct loop **ret)
 	l->groups = calloc(r->nfds ? r->nfds : 1, sizeof(*l->groups));
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	l->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
 	if (!l->svc || !l->groups) {
 		loop_free(l);
 		return -ENOMEM;
 	}
-	if (l->epfd < 0 || l->wakefd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0) {
+	if (l->epfd < 0 || l->wakefd < 0 || l->timerfd < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0 ||
+	    epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->timerfd, &tev) < 0) {
 		k = -errno;
 		loop_free(l);
 		return k;
