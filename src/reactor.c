@@ -142,7 +142,8 @@ struct loop {
 	pthread_t thread;
 	bool started, joined;
 	int epfd, wakefd, timerfd;
-	uint64_t timer_usec;        /* the timerfd's period: the sweep interval */
+	uint64_t timer_usec;        /* the timerfd's period */
+	uint64_t sweep_usec;        /* sweep_interval() of cfg, taken with it */
 	struct link *conns;         /* every connection it owns */
 	struct config *cfg;         /* its reference to the current config */
 	const struct service **svc; /* per listening fd, under cfg */
@@ -278,6 +279,14 @@ static void refuse(struct loop *l, int fd, uint32_t group, const struct service 
 			  detail ? " (" : "", detail ? detail : "", detail ? ")" : "");
 }
 
+/* Adds listening fd idx to the loop's set (EPOLL_CTL_ADD), or removes it. */
+static int listener_ctl(struct loop *l, size_t idx, int op)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTENER(idx) };
+
+	return epoll_ctl(l->epfd, op, l->r->ls[idx].fd, &ev);
+}
+
 /* Adds the listening fds to the loop's set, or removes them. */
 static void loop_listen(struct loop *l, bool on)
 {
@@ -286,11 +295,9 @@ static void loop_listen(struct loop *l, bool on)
 	if (l->listening == on || (on && l->unlistened))
 		return;
 	for (size_t i = 0; i < r->nfds; i++) {
-		struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTENER(i) };
-
 		if (r->ls[i].fd < 0)
 			continue;
-		if (epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, r->ls[i].fd, &ev) < 0)
+		if (listener_ctl(l, i, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL) < 0)
 			log_event(r->log, LOG_WARNING, NULL, NULL, "Failed to %s listening socket: %s, ignoring.",
 				  on ? "watch" : "unwatch", strerror(errno));
 	}
@@ -571,11 +578,8 @@ static void accept_one(struct loop *l, size_t idx, int fd, const struct sockaddr
  * ROTATE_ACCEPTS accepts. */
 static void rotate(struct loop *l, size_t idx)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTENER(idx) };
-	int fd = l->r->ls[idx].fd;
-
 	l->accepts_since_rotate = 0;
-	if (epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL) < 0 || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+	if (listener_ctl(l, idx, EPOLL_CTL_DEL) < 0 || listener_ctl(l, idx, EPOLL_CTL_ADD) < 0)
 		log_event(l->r->log, LOG_WARNING, NULL, NULL, "Failed to re-add a listening socket: %s, ignoring.",
 			  strerror(errno));
 }
@@ -677,8 +681,20 @@ static void loop_take_config(struct loop *l)
 	}
 	config_unref(l->cfg);
 	l->cfg = c;
+	l->sweep_usec = sweep_interval(c);
 	for (size_t i = 0; i < r->nfds; i++)
 		l->svc[i] = config_service(c, r->ls[i].name);
+}
+
+/* Removes the listening fds from the loop's set for good (stop, retire, or
+ * the loop's exit) and tells the main thread, which closes them once every
+ * loop has. */
+static void loop_unlisten(struct loop *l)
+{
+	loop_listen(l, false);
+	l->unlistened = true;
+	atomic_fetch_add(&l->r->unlistened, 1);
+	wake(l->r->wakefd);
 }
 
 /* Acts on what the main thread changed since the loop last looked: a new
@@ -693,12 +709,8 @@ static void loop_refresh(struct loop *l)
 		return;
 	l->epoch = epoch;
 	loop_take_config(l);
-	if (!l->unlistened && (atomic_load(&r->stopping) || atomic_load(&l->retire))) {
-		loop_listen(l, false);
-		l->unlistened = true;
-		atomic_fetch_add(&r->unlistened, 1);
-		wake(r->wakefd);
-	}
+	if (!l->unlistened && (atomic_load(&r->stopping) || atomic_load(&l->retire)))
+		loop_unlisten(l);
 	if (atomic_load(&r->aborting) && !l->aborted) {
 		l->aborted = true;
 		while (l->conns) {
@@ -716,7 +728,7 @@ static void loop_refresh(struct loop *l)
  * EMFILE) takes a finite timeout. */
 static int loop_timers(struct loop *l)
 {
-	uint64_t now = now_usec(), interval = sweep_interval(l->cfg);
+	uint64_t now = now_usec(), interval = l->sweep_usec;
 
 	if (!l->listening && !l->unlistened && now >= l->accept_resume_usec)
 		loop_listen(l, true);
@@ -788,11 +800,8 @@ static void *loop_main(void *arg)
 			}
 		}
 	}
-	if (!l->unlistened) {
-		loop_listen(l, false);
-		l->unlistened = true;
-		atomic_fetch_add(&r->unlistened, 1);
-	}
+	if (!l->unlistened)
+		loop_unlisten(l);
 	atomic_store_explicit(&l->st.busy, false, memory_order_relaxed);
 	atomic_store(&l->exited, true);
 	wake(r->wakefd);
