@@ -15,6 +15,7 @@
  * changes no verdict, a wrong one is refused. And short inputs are tried as a
  * v1 address or port, which must be taken exactly when inet_pton (or a plain
  * port reader) takes them, with the same value. */
+#include "../unit/crc32c_ref.h"
 #include "proxy.h"
 
 #include <arpa/inet.h>
@@ -238,18 +239,6 @@ static int check_prefixes(const uint8_t *data, size_t size, const char **ret_why
 	return first;
 }
 
-static uint32_t crc32c_bitwise(const uint8_t *p, size_t n)
-{
-	uint32_t crc = UINT32_MAX;
-
-	for (size_t i = 0; i < n; i++) {
-		crc ^= p[i];
-		for (int k = 0; k < 8; k++)
-			crc = crc & 1 ? (crc >> 1) ^ 0x82f63b78 : crc >> 1;
-	}
-	return ~crc;
-}
-
 /* A v2 PROXY TCP4 header whose TLVs are the input, with a CRC32C TLV first
  * when crc is set; returns its length, 0 when it would not fit. */
 static size_t wrap(uint8_t *b, const uint8_t *data, size_t size, bool crc)
@@ -269,7 +258,7 @@ static size_t wrap(uint8_t *b, const uint8_t *data, size_t size, bool crc)
 		memcpy(b + 28, "\x03\x00\x04\x00\x00\x00\x00", 7);
 	memcpy(b + 28 + (crc ? 7 : 0), data, size);
 	if (crc) {
-		uint32_t c = crc32c_bitwise(b, n);
+		uint32_t c = crc32c_ref(b, n);
 
 		b[31] = (uint8_t)(c >> 24);
 		b[32] = (uint8_t)(c >> 16);

@@ -1,4 +1,5 @@
 /* modules: proxy util */
+#include "crc32c_ref.h"
 #include "proxy.h"
 #include "tests.h"
 #include "util.h"
@@ -154,19 +155,6 @@ static void v2_tcp4(struct v2 *v)
 {
 	v2_start(v, 0x21, 0x11);
 	put_tcp4(v);
-}
-
-/* A bit-at-a-time CRC32C, independent of proxy.c's table. */
-static uint32_t crc32c_ref(const uint8_t *p, size_t n)
-{
-	uint32_t crc = UINT32_MAX;
-
-	for (size_t i = 0; i < n; i++) {
-		crc ^= p[i];
-		for (int k = 0; k < 8; k++)
-			crc = crc & 1 ? (crc >> 1) ^ 0x82f63b78 : crc >> 1;
-	}
-	return ~crc;
 }
 
 /* Appends a CRC32C TLV, ends the header and fills the checksum in. */
