@@ -49,7 +49,7 @@ LIB_OBJS := $(filter-out $(BUILD)/main.o,$(OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab bench-scale bench-scrape profile
+.PHONY: all check unit-check deps run install clean fuzz bench deb rpm package-check fleet-check soak valgrind-check bench-quick bench-ab bench-against bench-scale bench-scrape profile
 all: $(BIN)
 
 $(BIN): $(OBJS)
@@ -133,6 +133,9 @@ bench-scale: $(BIN)
 # Two poold builds, interleaved under W1/W2 (make bench-ab BASE=/path/to/old/poold).
 bench-ab: $(BIN)
 	$(PYTHON) tests/bench/ab $(BENCH_AB_ARGS) $(BASE) $(abspath $(BIN))
+# This build (and BASE, if given) against bare epoll and nginx, interleaved.
+bench-against: $(BIN)
+	$(PYTHON) tests/bench/ab --against $(BENCH_AB_ARGS) $(abspath $(BIN)) $(BASE)
 # This build without and with a scraper polling GET /metrics every 100 ms,
 # W1/W2, CPU per connection and the difference (issue 15).
 bench-scrape: $(BIN)

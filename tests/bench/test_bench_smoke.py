@@ -154,14 +154,19 @@ def test_harness_quick_mode_writes_a_table(bindir, tmp_path):
         assert "poold (messages=no)" in text
 
 
-def bench_module():
+def script_module(name):
+    """One of tests/bench's scripts (no .py), loaded as a module."""
     import importlib.machinery
     import importlib.util
-    loader = importlib.machinery.SourceFileLoader("bench_run", os.path.join(HERE, "run"))
-    spec = importlib.util.spec_from_loader("bench_run", loader)
+    loader = importlib.machinery.SourceFileLoader("bench_" + name, os.path.join(HERE, name))
+    spec = importlib.util.spec_from_loader("bench_" + name, loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     return mod
+
+
+def bench_module():
+    return script_module("run")
 
 
 def test_sandbox_table_covers_every_setting_of_the_shipped_unit():
@@ -185,13 +190,7 @@ def test_sandbox_table_covers_every_setting_of_the_shipped_unit():
 
 
 def scale_module():
-    import importlib.machinery
-    import importlib.util
-    loader = importlib.machinery.SourceFileLoader("bench_scale", os.path.join(HERE, "scale"))
-    spec = importlib.util.spec_from_loader("bench_scale", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+    return script_module("scale")
 
 
 def test_scale_picks_k_and_projects():
