@@ -1311,11 +1311,6 @@ int reactor_run(struct reactor *r)
 	struct totals t;
 	int k;
 
-	log_event(r->log, LOG_NOTICE, MSGID_STARTED, NULL,
-		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes%s%s.", r->nfds,
-		  r->listeners->activated ? "systemd" : "bound", r->nfds == 1 ? "" : "s", r->cfg->threads,
-		  r->cfg->def.payload.len, r->cfg->nlisteners ? ", listeners: " : "",
-		  listener_names(r->cfg, names, sizeof(names)));
 	map_listeners(r, r->cfg);
 	apply_queue_max(r, r->cfg);
 	k = loops_resize(r, r->cfg->threads);
@@ -1324,6 +1319,13 @@ int reactor_run(struct reactor *r)
 			  strerror(-k));
 		return k;
 	}
+	/* Logged once every loop runs, so that "Started:" means the process is
+	 * complete: its threads and their descriptors exist. */
+	log_event(r->log, LOG_NOTICE, MSGID_STARTED, NULL,
+		  "Started: %zu %s socket%s, %u threads, payload of %zu bytes%s%s.", r->nfds,
+		  r->listeners->activated ? "systemd" : "bound", r->nfds == 1 ? "" : "s", r->cfg->threads,
+		  r->cfg->def.payload.len, r->cfg->nlisteners ? ", listeners: " : "",
+		  listener_names(r->cfg, names, sizeof(names)));
 	update_status(r, true);
 	notify_ready();
 	for (;;) {
