@@ -142,14 +142,13 @@ struct loop {
 	pthread_t thread;
 	bool started, joined;
 	int epfd, wakefd, timerfd;
-	uint64_t timer_usec;        /* the timerfd's period */
-	uint64_t sweep_usec;        /* sweep_interval() of cfg, taken with it */
-	struct link *conns;         /* every connection it owns */
-	struct config *cfg;         /* its reference to the current config */
-	const struct service **svc; /* per listening fd, under cfg */
-	uint64_t epoch;             /* the reactor's epoch it last acted on */
-	bool listening, unlistened; /* listening fds in its set; removed for good */
-	bool aborted;
+	uint64_t timer_usec;         /* the timerfd's period */
+	uint64_t sweep_usec;         /* sweep_interval() of cfg, taken with it */
+	struct link *conns;          /* every connection it owns */
+	struct config *cfg;          /* its reference to the current config */
+	const struct service **svc;  /* per listening fd, under cfg */
+	uint64_t epoch;              /* the reactor's epoch it last acted on */
+	bool listening, unlistened;  /* listening fds in its set; removed for good */
 	uint64_t accept_resume_usec; /* after an accept failure */
 	unsigned accepts_since_rotate;
 	uint64_t next_sweep_usec;
@@ -698,8 +697,8 @@ static void loop_unlisten(struct loop *l)
 }
 
 /* Acts on what the main thread changed since the loop last looked: a new
- * config, stop or retire (the listeners go), abort (every connection
- * closes now). One relaxed load per turn when nothing changed. */
+ * config, stop or retire (the listeners go). One load per turn when
+ * nothing changed. An abort is not acted on here but in loop_abort(). */
 static void loop_refresh(struct loop *l)
 {
 	struct reactor *r = l->r;
@@ -711,12 +710,17 @@ static void loop_refresh(struct loop *l)
 	loop_take_config(l);
 	if (!l->unlistened && (atomic_load(&r->stopping) || atomic_load(&l->retire)))
 		loop_unlisten(l);
-	if (atomic_load(&r->aborting) && !l->aborted) {
-		l->aborted = true;
-		while (l->conns) {
-			session_abort(&l->conns->conn, "poold is stopping");
-			link_close(l, l->conns);
-		}
+}
+
+/* The shutdown deadline passed (or poold exits on an error): every
+ * connection closes now. Called between turns only, never while a turn's
+ * events are pending: they point at links this frees. Within a turn,
+ * run_step() aborts each session it runs. */
+static void loop_abort(struct loop *l)
+{
+	while (l->conns) {
+		session_abort(&l->conns->conn, "poold is stopping");
+		link_close(l, l->conns);
 	}
 }
 
@@ -765,7 +769,8 @@ static void *loop_main(void *arg)
 	for (;;) {
 		int timeout, n;
 
-		loop_refresh(l);
+		if (atomic_load_explicit(&r->aborting, memory_order_relaxed))
+			loop_abort(l);
 		if (l->unlistened && !l->conns)
 			break; /* stopping or retired, and done */
 		timeout = loop_timers(l);

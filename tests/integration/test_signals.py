@@ -5,6 +5,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -119,6 +120,47 @@ def test_sigterm_deadline_closes_stragglers(poold):
     assert time.monotonic() - t0 < 5 * slow_factor()
     assert recv_all(s) == b""
     assert any("poold is stopping" in l for l in p.log())
+
+
+def test_sigterm_deadline_while_clients_keep_sending(poold):
+    """The deadline closes sessions whose clients are sending at that very
+    moment: their events may sit in the same epoll batch as the wake-up that
+    tells the loop to abort. poold must close them all and exit 0 (under
+    ASan: touch no freed session)."""
+    p = poold("[pool]\nthreads = 2\n[session]\nshutdown_timeout = 300ms\nmax_messages = 1000000\n"
+              "message_size = 16\nidle_timeout = 60s\n[log]\nlevel = notice\n")
+    socks = []
+    for _ in range(40):
+        s = p.connect()
+        recv_exact(s, 26)
+        s.setblocking(False)
+        socks.append(s)
+    stop = threading.Event()
+    sent = [0]
+
+    def send_until_closed():
+        deadline = time.monotonic() + 20 * slow_factor()
+        while not stop.is_set() and time.monotonic() < deadline and sent[0] < 5_000_000:
+            for s in socks:
+                try:
+                    s.send(b"x" * 16)
+                    sent[0] += 1
+                except (BlockingIOError, OSError):
+                    pass
+
+    t = threading.Thread(target=send_until_closed)
+    t.start()
+    try:
+        time.sleep(0.3)
+        p.signal(signal.SIGTERM)
+        assert p.stop() == 0
+    finally:
+        stop.set()
+        t.join()
+        for s in socks:
+            s.close()
+    assert any("Shutdown deadline reached, closing 40 connections." in l for l in p.log()), p.log()[-20:]
+    assert sent[0] > 0
 
 
 def test_watchdog_pings_while_pool_makes_progress(poold):
