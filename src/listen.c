@@ -178,36 +178,27 @@ fail:
 	return -saved;
 }
 
+/* Binds one address: host:port ("[::]:port" dual-stack) or an absolute
+ * unix path, both checked at config load. `what` names it in errors. */
+static int bind_address(const char *addr, const char *what, const char *name, struct listeners *l, char *err,
+			size_t errlen)
+{
+	char host[256], port[128];
+
+	if (config_split_address(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+		snprintf(err, errlen, "Invalid address %s", addr);
+		return -EINVAL;
+	}
+	return host[0] ? bind_inet(what, host, port, name, l, err, errlen) : bind_unix(port, name, l, err, errlen);
+}
+
 static int bind_all(char **addresses, const char *name, struct listeners *l, char *err, size_t errlen)
 {
 	int r = 0;
 
-	for (char **a = addresses; r == 0 && a && *a; a++) {
-		char host[256], port[128];
-
-		r = config_split_address(*a, host, sizeof(host), port, sizeof(port));
-		if (r < 0) {
-			snprintf(err, errlen, "Invalid listen address %s", *a);
-			break;
-		}
-		r = host[0] ? bind_inet(*a, host, port, name, l, err, errlen) : bind_unix(port, name, l, err, errlen);
-	}
+	for (char **a = addresses; r == 0 && a && *a; a++)
+		r = bind_address(*a, *a, name, l, err, errlen);
 	return r;
-}
-
-/* [metrics] address: host:port or a unix path, checked at config load. */
-static int bind_metrics(const char *addr, struct listeners *l, char *err, size_t errlen)
-{
-	char host[256], port[128], what[512];
-
-	if (config_split_address(addr, host, sizeof(host), port, sizeof(port)) < 0) {
-		snprintf(err, errlen, "Invalid [metrics] address %s", addr);
-		return -EINVAL;
-	}
-	snprintf(what, sizeof(what), "[metrics] address %s", addr);
-	if (host[0])
-		return bind_inet(what, host, port, LISTEN_METRICS_NAME, l, err, errlen);
-	return bind_unix(port, LISTEN_METRICS_NAME, l, err, errlen);
 }
 
 /* Takes systemd's sockets when there are any, else binds addresses. */
@@ -228,8 +219,12 @@ int listen_open(const struct config *cfg, struct listeners *ret, char *err, size
 		r = bind_all(cfg->def.listen, NULL, &l, err, errlen);
 		for (size_t i = 0; r == 0 && i < cfg->nlisteners; i++)
 			r = bind_all(cfg->listeners[i]->listen, cfg->listeners[i]->name, &l, err, errlen);
-		if (r == 0 && cfg->metrics_address)
-			r = bind_metrics(cfg->metrics_address, &l, err, errlen);
+		if (r == 0 && cfg->metrics_address) {
+			char what[512];
+
+			snprintf(what, sizeof(what), "[metrics] address %s", cfg->metrics_address);
+			r = bind_address(cfg->metrics_address, what, LISTEN_METRICS_NAME, &l, err, errlen);
+		}
 		if (r == 0 && l.n == 0) {
 			snprintf(err, errlen, "No socket passed by systemd and no [listen] address configured");
 			r = -EDESTADDRREQ;

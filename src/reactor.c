@@ -94,10 +94,6 @@ static const struct {
 	[REFUSE_PROXY_TIMEOUT] = { "proxy_timeout", "no complete PROXY header within proxy_timeout" },
 };
 
-/* Each listening fd: the settings it serves with (from the current config)
- * and its group, the listener whose counts and rate it shares (fds with the
- * same name are one listener). */
-
 /* Each listening fd: its name (a copy: the fds close at stop while metrics
  * still name them) and its group, the listener whose counts and rate it
  * shares (fds with the same name are one listener). */
